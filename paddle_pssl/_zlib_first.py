@@ -1,0 +1,10 @@
+"""Shim for paddlepaddle 2.6.2: load Python's zlib before libpaddle.so.
+
+libpaddle.so (2.6.2, CPU wheel) exports its own copy of zlib's symbols
+(inflate*, deflate*). If Python's ``zlib`` extension is first loaded *after*
+paddle, it binds to that copy and the first decompression crashes the process
+(SIGSEGV in ``inflateReset2``): seen with ``np.load`` of ``.npz`` label files and
+with ``import interpretdl`` (scikit-image's quickshift imports zlib). Loading
+zlib first binds it to the system library. Import this module before paddle.
+"""
+import zlib  # noqa: F401  (the import is the fix)

@@ -1,0 +1,71 @@
+"""The project's trainer: PaddleSeg 2.8's own ``paddleseg.core.train``, with
+per-pixel weights routed to the losses that take them.
+
+PaddleSeg's loop hands a loss only ``(logits, label)``, but before that it asks
+the model: if the model has ``loss_computation(logits_list, losses, data)`` the
+loop calls it with the whole batch. We attach such a method to the model for
+the run, so the batch's ``weight`` map (the label store's confidence) reaches
+losses whose ``accepts_pixel_weight`` is True. Logging, checkpoints,
+evaluation, VisualDL and resume stay PaddleSeg's.
+
+Shim for paddleseg 2.8.0 on paddlepaddle 2.6: the loop logs ``l.numpy()[0]``
+for every loss, written for Paddle <= 2.4 where a mean was a [1] tensor; in
+2.6 losses are 0-D and that indexing raises IndexError at the first log line,
+even with PaddleSeg's own CrossEntropyLoss. The hook returns [1]-shaped losses.
+"""
+import importlib
+import types
+
+# ``paddleseg.core.train`` the attribute is the function; we need the module.
+seg_train_module = importlib.import_module('paddleseg.core.train')
+
+__all__ = ['train', 'attach_pixel_weight_hook', 'loss_computation']
+
+
+def loss_computation(logits_list, losses, data):
+    """Like PaddleSeg's ``loss_computation`` but passes ``data['weight']``
+    (when present) to pixel-weight-aware losses; losses come back [1]-shaped."""
+    return [loss.reshape([1]) for loss in _loss_list(logits_list, losses, data)]
+
+
+def _loss_list(logits_list, losses, data):
+    labels = data['label'].astype('int64')
+    edges = data['edge'].astype('int64') if 'edge' in data else None
+    pixel_weight = data.get('weight')
+    seg_train_module.check_logits_losses(logits_list, losses)
+    if pixel_weight is None:
+        return seg_train_module.loss_computation(logits_list, labels, edges,
+                                                 losses)
+    loss_list = []
+    for logits, loss_i, coef_i in zip(logits_list, losses['types'],
+                                      losses['coef']):
+        if getattr(loss_i, 'accepts_pixel_weight', False):
+            loss_list.append(coef_i * loss_i(logits, labels,
+                                             pixel_weight=pixel_weight))
+        else:
+            loss_list.extend(
+                seg_train_module.loss_computation(
+                    [logits], labels, edges, {'types': [loss_i],
+                                              'coef': [coef_i]}))
+    return loss_list
+
+
+def attach_pixel_weight_hook(model):
+    """Give ``model`` a ``loss_computation`` method unless it has its own
+    (e.g. MaskFormer); returns True when attached."""
+    if hasattr(model, 'loss_computation'):
+        return False
+    model.loss_computation = types.MethodType(
+        lambda self, logits_list, losses, data: loss_computation(
+            logits_list, losses, data), model)
+    return True
+
+
+def train(model, train_dataset, **kwargs):
+    """Same arguments as ``paddleseg.core.train``."""
+    attached = attach_pixel_weight_hook(model)
+    try:
+        seg_train_module.train(model, train_dataset, **kwargs)
+    finally:
+        if attached:
+            del model.loss_computation

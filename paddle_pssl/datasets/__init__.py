@@ -1,0 +1,2 @@
+from .pssl import WeightedPSSLDataset
+from . import toy

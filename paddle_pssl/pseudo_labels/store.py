@@ -1,0 +1,107 @@
+"""The label store: the one place its format is defined.
+
+Layout (upstream PaddleSeg's released PSSL layout, plus our extras)::
+
+    <pssl_root>/
+        imagenet_lsvrc_2015_synsets.txt   class names (ImageNet wnids), line index = class id
+        train.txt                          one label file per line, relative to pssl_root
+        train/<class>/<image file name>_eiseg.npz
+        manifest.json                      (ours) config, versions, per-image statistics, skipped images
+
+Each ``*_eiseg.npz`` holds
+    ``arr_0``       uint8 [H, W], 1 = object, 0 = background (exactly what upstream reads);
+    ``confidence``  (ours, optional) float16 [H, W] in [0, 1], how strongly the
+                    ensemble agrees with the pixel's label; the weighted dataset
+                    turns it into the per-pixel loss weight.
+Upstream's ``PSSLDataset`` reads only ``arr_0`` and ignores ``confidence``.
+
+The image of ``train/<class>/<name>_eiseg.npz`` is ``<image_root>/train/<class>/<name>``
+(upstream cuts the line at ``.JPEG``; for ImageNet files both agree). The class
+id is the index of ``<class>`` in the synsets file.
+"""
+import os
+import zipfile
+
+import numpy as np
+
+from ..utils.errors import PSSLError
+from ..utils.io import atomic_write
+
+LABEL_SUFFIX = '_eiseg.npz'
+FILE_LIST = 'train.txt'
+SYNSETS = 'imagenet_lsvrc_2015_synsets.txt'
+MANIFEST = 'manifest.json'
+MASK_KEY = 'arr_0'
+CONFIDENCE_KEY = 'confidence'
+
+NUM_CLASSES = 1001  # 1000 ImageNet classes + background
+BACKGROUND = 1000
+IGNORE_INDEX = 1001
+
+
+def label_relpath(image_relpath):
+    """``train/<class>/<name>`` -> ``train/<class>/<name>_eiseg.npz``."""
+    return image_relpath + LABEL_SUFFIX
+
+
+def image_relpath(label_relpath_):
+    if not label_relpath_.endswith(LABEL_SUFFIX):
+        raise PSSLError(f'{label_relpath_}: label file name must end with {LABEL_SUFFIX}')
+    return label_relpath_[:-len(LABEL_SUFFIX)]
+
+
+def class_name_of(label_relpath_):
+    """The class folder: ``train/<class>/<name>_eiseg.npz`` -> ``<class>``."""
+    parts = label_relpath_.replace('\\', '/').split('/')
+    if len(parts) < 2:
+        raise PSSLError(f'{label_relpath_}: expected train/<class>/<file>{LABEL_SUFFIX}')
+    return parts[-2]
+
+
+def write_label(path, mask, confidence=None):
+    """Write one label file atomically (temp file, then rename)."""
+    mask = np.asarray(mask)
+    arrays = {MASK_KEY: (mask > 0).astype(np.uint8)}
+    if confidence is not None:
+        confidence = np.asarray(confidence, dtype=np.float32)
+        if confidence.shape != mask.shape:
+            raise PSSLError(f'{path}: confidence {confidence.shape} and mask '
+                            f'{mask.shape} differ in shape')
+        arrays[CONFIDENCE_KEY] = np.clip(confidence, 0, 1).astype(np.float16)
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays),
+                 suffix='.npz')
+
+
+def read_label(path):
+    """-> (mask uint8 [H, W] with 1 = object, confidence float32 [H, W] or None)."""
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: label file not found')
+    try:
+        with np.load(path) as npz:
+            if MASK_KEY not in npz:
+                raise PSSLError(f'{path}: label file has no {MASK_KEY!r} array')
+            mask = npz[MASK_KEY]
+            confidence = npz[CONFIDENCE_KEY].astype(np.float32) \
+                if CONFIDENCE_KEY in npz else None
+    except PSSLError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise PSSLError(f'{path}: corrupt label file ({type(e).__name__}: {e})'.splitlines()[0])
+    if mask.ndim != 2:
+        raise PSSLError(f'{path}: label mask must be 2-D, got shape {mask.shape}')
+    return mask, confidence
+
+
+def read_synsets(path):
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: synsets file not found')
+    with open(path) as f:
+        names = [line.strip() for line in f if line.strip()]
+    if not names:
+        raise PSSLError(f'{path}: synsets file is empty')
+    return names
+
+
+def write_synsets(path, names):
+    from ..utils.io import atomic_write_text
+    atomic_write_text(path, ''.join(f'{n}\n' for n in names))

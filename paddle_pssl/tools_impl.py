@@ -1,0 +1,153 @@
+"""What tools/train.py, val.py, predict.py and export.py do: parse PaddleSeg's
+usual flags, build from the config with PaddleSeg's SegBuilder, and call
+PaddleSeg's core (training through ``paddle_pssl.core.train``)."""
+import os
+
+from .utils.cli import ArgumentParser, add_config_args, setup_runtime
+from .utils.config import load_config
+from .utils.errors import PSSLError
+
+
+def _builder(cfg):
+    from paddleseg.cvlibs import SegBuilder
+    return SegBuilder(cfg)
+
+
+def _check_model_path(path, flag):
+    if path is None:
+        raise PSSLError(f'{flag} is required')
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: {flag} file not found')
+
+
+def train_main(argv=None):
+    p = ArgumentParser('Train a segmentation model (PSSL pre-training or fine-tuning).')
+    add_config_args(p)
+    p.add_argument('--iters', type=int, default=None)
+    p.add_argument('--batch_size', type=int, default=None)
+    p.add_argument('--learning_rate', type=float, default=None)
+    p.add_argument('--save_dir', default='./output')
+    p.add_argument('--save_interval', type=int, default=1000)
+    p.add_argument('--log_iters', type=int, default=10)
+    p.add_argument('--keep_checkpoint_max', type=int, default=5)
+    p.add_argument('--resume_model', default=None,
+                   help='checkpoint directory to resume, e.g. output/iter_1000')
+    p.add_argument('--num_workers', type=int, default=0)
+    p.add_argument('--do_eval', action='store_true')
+    p.add_argument('--use_vdl', action='store_true', help='log to VisualDL in save_dir')
+    p.add_argument('--use_ema', action='store_true')
+    p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--precision', default='fp32', choices=['fp32', 'fp16'])
+    p.add_argument('--amp_level', default='O1', choices=['O1', 'O2'])
+    p.add_argument('--profiler_options', default=None)
+    args = p.parse_args(argv)
+
+    from paddleseg.utils import utils
+
+    cfg = load_config(args.cfg, learning_rate=args.learning_rate,
+                      batch_size=args.batch_size, iters=args.iters, opts=args.opts)
+    seed = args.seed if args.seed is not None else cfg.dic.get('seed')
+    setup_runtime(args.device, seed)
+    if args.resume_model is not None and not os.path.isdir(args.resume_model):
+        raise PSSLError(f'{args.resume_model}: --resume_model directory not found')
+    utils.set_cv2_num_threads(args.num_workers)
+    builder = _builder(cfg)
+    utils.show_cfg_info(cfg)
+    model = utils.convert_sync_batchnorm(builder.model, args.device)
+    train_dataset = builder.train_dataset
+    val_dataset = builder.val_dataset if args.do_eval else None
+    if args.do_eval and val_dataset is None:
+        raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')
+    optimizer = builder.optimizer
+    losses = builder.loss
+    from .core import train
+    train(model, train_dataset, val_dataset=val_dataset, optimizer=optimizer,
+          save_dir=args.save_dir, iters=cfg.iters, batch_size=cfg.batch_size,
+          resume_model=args.resume_model, save_interval=args.save_interval,
+          log_iters=args.log_iters, num_workers=args.num_workers,
+          use_vdl=args.use_vdl, use_ema=args.use_ema, losses=losses,
+          keep_checkpoint_max=args.keep_checkpoint_max,
+          test_config=cfg.test_config, precision=args.precision,
+          amp_level=args.amp_level, profiler_options=args.profiler_options,
+          to_static_training=cfg.to_static_training)
+
+
+def val_main(argv=None):
+    p = ArgumentParser('Evaluate a trained model on the config\'s val_dataset.')
+    add_config_args(p)
+    p.add_argument('--model_path', required=True, help='model.pdparams to evaluate')
+    p.add_argument('--num_workers', type=int, default=0)
+    p.add_argument('--aug_eval', action='store_true')
+    p.add_argument('--scales', nargs='+', type=float, default=[1.0])
+    p.add_argument('--flip_horizontal', action='store_true')
+    p.add_argument('--flip_vertical', action='store_true')
+    p.add_argument('--is_slide', action='store_true')
+    p.add_argument('--crop_size', nargs=2, type=int, default=None)
+    p.add_argument('--stride', nargs=2, type=int, default=None)
+    args = p.parse_args(argv)
+
+    from paddleseg.core import evaluate
+    from paddleseg.utils import utils
+    _check_model_path(args.model_path, '--model_path')
+    cfg = load_config(args.cfg, opts=args.opts)
+    setup_runtime(args.device)
+    builder = _builder(cfg)
+    model = builder.model
+    utils.load_entire_model(model, args.model_path)
+    val_dataset = builder.val_dataset
+    test_config = dict(cfg.test_config)
+    test_config.update(aug_eval=args.aug_eval, scales=args.scales,
+                       flip_horizontal=args.flip_horizontal,
+                       flip_vertical=args.flip_vertical)
+    if args.is_slide:
+        test_config.update(is_slide=True, crop_size=args.crop_size, stride=args.stride)
+    return evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
+
+
+def predict_main(argv=None):
+    p = ArgumentParser('Predict images with a trained model; saves masks and overlays.')
+    add_config_args(p)
+    p.add_argument('--model_path', required=True)
+    p.add_argument('--image_path', required=True, help='an image, a folder or a list file')
+    p.add_argument('--save_dir', default='./output/result')
+    p.add_argument('--aug_pred', action='store_true')
+    p.add_argument('--scales', nargs='+', type=float, default=[1.0])
+    p.add_argument('--flip_horizontal', action='store_true')
+    p.add_argument('--flip_vertical', action='store_true')
+    args = p.parse_args(argv)
+
+    from paddleseg.core import predict
+    from paddleseg.transforms import Compose
+    from paddleseg.utils import get_image_list
+    _check_model_path(args.model_path, '--model_path')
+    if not os.path.exists(args.image_path):
+        raise PSSLError(f'{args.image_path}: --image_path not found')
+    cfg = load_config(args.cfg, opts=args.opts)
+    setup_runtime(args.device)
+    builder = _builder(cfg)
+    image_list, image_dir = get_image_list(args.image_path)
+    if not image_list:
+        raise PSSLError(f'{args.image_path}: no images found')
+    predict(builder.model, model_path=args.model_path,
+            transforms=Compose(builder.val_transforms), image_list=image_list,
+            image_dir=image_dir, save_dir=args.save_dir, aug_pred=args.aug_pred,
+            scales=args.scales, flip_horizontal=args.flip_horizontal,
+            flip_vertical=args.flip_vertical)
+
+
+def export_main(argv=None):
+    p = ArgumentParser('Export a trained model for Paddle Inference (static graph).')
+    add_config_args(p)
+    p.add_argument('--model_path', required=True)
+    p.add_argument('--save_dir', default='./output/inference_model')
+    p.add_argument('--input_shape', nargs=4, type=int, default=None,
+                   help='N C H W; default: dynamic [-1, 3, -1, -1]')
+    p.add_argument('--output_op', default='argmax', choices=['argmax', 'softmax', 'none'])
+    args = p.parse_args(argv)
+
+    from .deploy.export import export_model
+    _check_model_path(args.model_path, '--model_path')
+    cfg = load_config(args.cfg, opts=args.opts)
+    setup_runtime(args.device)
+    return export_model(cfg, args.model_path, args.save_dir, args.input_shape,
+                        args.output_op)

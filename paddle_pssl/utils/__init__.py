@@ -1,0 +1,3 @@
+from .errors import PSSLError, one_line
+from .io import atomic_write, atomic_write_text, read_image_bgr
+from .config import load_config, check_config_dict

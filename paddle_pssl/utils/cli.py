@@ -1,0 +1,64 @@
+"""Shared pieces of the command-line tools (tools/*.py stay thin)."""
+import argparse
+import os
+import sys
+import traceback
+
+from .errors import PSSLError, one_line
+
+
+def add_config_args(parser):
+    """-c/--config (PaddleClas habit) and --config (PaddleSeg), plus --opts."""
+    parser.add_argument('-c', '--config', dest='cfg', required=True,
+                        help='path to the YAML config')
+    parser.add_argument('-o', '--opts', nargs='+', default=None,
+                        help='override config keys: key=value ..., e.g. '
+                             'train_dataset.pssl_root=data/pssl batch_size=2')
+    parser.add_argument('--device', default='cpu',
+                        choices=['cpu', 'gpu', 'xpu', 'npu', 'mlu'],
+                        help='device to run on (default: cpu)')
+    return parser
+
+
+def run(main, argv=None):
+    """Run ``main(argv)``; a bad-input error prints one line and exits 2.
+
+    Set PSSL_DEBUG=1 to see the full traceback instead.
+    """
+    try:
+        return main(argv)
+    except PSSLError as e:
+        if os.environ.get('PSSL_DEBUG'):
+            traceback.print_exc()
+        print(f'error: {e}', file=sys.stderr)
+        sys.exit(2)
+    except RuntimeError as e:
+        # PaddleSeg's builder wraps constructor errors (ours included) in a
+        # multi-line RuntimeError; keep its last line.
+        if os.environ.get('PSSL_DEBUG') or 'Tried to create' not in str(e) \
+                and 'was not found' not in str(e):
+            raise
+        print(f'error: {one_line(e)}', file=sys.stderr)
+        sys.exit(2)
+
+
+def setup_runtime(device, seed=None):
+    """Device, seeds and cv2 threads as PaddleSeg's tools set them."""
+    import random
+
+    import numpy as np
+    import paddle
+    from paddleseg.utils import utils
+
+    if device == 'gpu' and not paddle.is_compiled_with_cuda():
+        raise PSSLError('--device gpu: this paddlepaddle build has no CUDA '
+                        '(install paddlepaddle-gpu==2.6.2)')
+    paddle.set_device(device)
+    if seed is not None:
+        paddle.seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+
+
+def ArgumentParser(description):
+    return argparse.ArgumentParser(description=description)

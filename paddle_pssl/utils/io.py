@@ -1,0 +1,49 @@
+"""Small I/O helpers: atomic writes and image reading with clear errors."""
+import os
+import tempfile
+
+import cv2
+import numpy as np
+
+from .errors import PSSLError
+
+
+def atomic_write(path, write_fn, suffix=''):
+    """Call ``write_fn(tmp_path)`` then rename onto ``path``: a killed run
+    leaves either the old file or the new one, never half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_',
+                               suffix=suffix or os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    def _write(tmp):
+        with open(tmp, 'w') as f:
+            f.write(text)
+    atomic_write(path, _write, suffix='.txt')
+
+
+def read_image_bgr(path, min_size=1):
+    """Read any image OpenCV can decode as 3-channel uint8 BGR.
+
+    Greyscale is expanded, alpha is dropped, 16-bit is scaled to 8-bit
+    (IMREAD_COLOR does all three). Raises PSSLError naming the file.
+    """
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: image file not found')
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise PSSLError(f'{path}: cannot decode image (corrupt or unsupported format)')
+    if min(image.shape[:2]) < min_size:
+        raise PSSLError(f'{path}: image is {image.shape[1]}x{image.shape[0]}, '
+                        f'smaller than {min_size} pixels')
+    return np.ascontiguousarray(image)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11) and install the measured stack; re-runs are
+# no-ops unless a requirements file changed. Usage: source or run; prints the
+# venv's python path on the last line.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${PSSL_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PY="$candidate"; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "error: no python3 found; install Python 3.11" >&2; exit 1; }
+
+STAMP="$VENV/.pssl-installed"
+WANT="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-nodeps.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ] && [ -x "$VENV/bin/python" ]; then
+  echo "$VENV/bin/python"; exit 0
+fi
+echo "setting up $VENV with $("$PY" --version 2>&1) (a few minutes the first time)" >&2
+"$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip >&2
+"$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" >&2
+# interpretdl 0.8.0 pins scikit-learn<=0.24 (no Python 3.11 wheel): its real
+# needs are in requirements.txt, so install it without dependencies.
+"$VENV/bin/python" -m pip install -q --no-deps -r "$ROOT/requirements-nodeps.txt" >&2
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >&2
+echo "$WANT" > "$STAMP"
+echo "$VENV/bin/python"

@@ -25,6 +25,6 @@ echo "setting up $VENV with $("$PY" --version 2>&1) (a few minutes the first tim
 # interpretdl 0.8.0 pins scikit-learn<=0.24 (no Python 3.11 wheel): its real
 # needs are in requirements.txt, so install it without dependencies.
 "$VENV/bin/python" -m pip install -q --no-deps -r "$ROOT/requirements-nodeps.txt" >&2
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >&2
+"$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT" >&2
 echo "$WANT" > "$STAMP"
 echo "$VENV/bin/python"

@@ -168,3 +168,18 @@ def test_corrupt_image_names_the_file(toy_pssl, tmp_path):
     ds = WeightedPSSLDataset(_tf(), str(images), toy_pssl['pssl_root'])
     with pytest.raises(PSSLError, match='cannot decode image'):
         ds[0]
+
+
+def test_calculate_area_shim_counts_like_numpy():
+    from paddleseg.utils import metrics
+    rng = np.random.default_rng(4)
+    pred = rng.integers(0, 4, size=(2, 1, 6, 7))
+    label = rng.integers(0, 4, size=(2, 1, 6, 7))
+    label[0, 0, :2] = 255
+    inter, p_area, l_area = metrics.calculate_area(
+        paddle.to_tensor(pred), paddle.to_tensor(label), 4, ignore_index=255)
+    valid = label != 255
+    for k in range(4):
+        assert int(p_area[k]) == np.sum((pred == k) & valid)
+        assert int(l_area[k]) == np.sum(label == k)
+        assert int(inter[k]) == np.sum((pred == k) & (label == k) & valid)

@@ -1,0 +1,49 @@
+"""Local weight files only: URLs are refused (nothing is downloaded at run time),
+and ``.pdparams`` are loaded strictly (every key present, every shape equal)."""
+import os
+import re
+
+from paddle_pssl import _zlib_first  # noqa: F401  before paddle
+import paddle
+
+__all__ = ["check_local_weights_path", "load_pdparams_strict"]
+
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def check_local_weights_path(path) -> str:
+    """Return ``path`` as a str if it names an existing local file, else raise."""
+    text = os.fspath(path)
+    if _URL.match(text):
+        raise ValueError(
+            "refusing to use weights from the URL %r: paddle-pssl never downloads "
+            "at run time; download the file yourself and pass its local path" % text)
+    if not os.path.isfile(text):
+        raise FileNotFoundError("weights file %r does not exist" % text)
+    return text
+
+
+def load_pdparams_strict(model, path, skip_prefixes=()):
+    """Load a Paddle ``.pdparams`` state dict into ``model``, refusing mismatches.
+
+    Keys starting with one of ``skip_prefixes`` are neither loaded nor required
+    (e.g. the classifier layer when the number of classes differs).
+    """
+    path = check_local_weights_path(path)
+    state = paddle.load(path)
+    if not isinstance(state, dict):
+        raise ValueError("%s does not hold a state dict" % path)
+    skip = tuple(skip_prefixes)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
+    given = {k: v for k, v in state.items() if not k.startswith(skip)}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    bad_shape = [(k, list(given[k].shape), list(own[k].shape)) for k in own
+                 if k in given and list(given[k].shape) != list(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise ValueError("%s does not fit %s: missing %s, unexpected %s, shape "
+                         "mismatches (key, file, model) %s"
+                         % (path, type(model).__name__, missing[:8], unexpected[:8],
+                            bad_shape[:8]))
+    model.set_state_dict(given)
+    return model

@@ -1,0 +1,88 @@
+"""Explainers: saliency maps of image classifiers, batched, on InterpretDL.
+
+Interface (after pytorch-grad-cam)::
+
+    spec = ClassifierSpec(model, feature_layer="blocks.7", fc_layer="fc")
+    explainer = build_explainer("gradcam", spec)
+    maps = explainer(images, target_classes)     # float32 [N, H, W] in [0, 1]
+
+    maps = ExplainerEnsemble(spec, ["cam", "gradcam", "smoothgrad", "lime"],
+                             seed=0)(images, target_classes)   # {name: maps}
+
+``images``: float32 NCHW, the classifier's normalisation applied (RGB);
+``target_classes``: the dataset's class ids. Per-map normalisation is an
+option of every explainer (``normalize=``; ``None`` gives raw maps):
+
+=========== ============================================ ===============
+name        map                                          default normalize
+=========== ============================================ ===============
+cam         sum_k W[k, c] f_k, upsampled                 relu_max
+gradcam     ReLU(mean_k mean(dS/df_k) f_k), upsampled    relu_max
+smoothgrad  |mean grad over noisy copies|, summed over   percentile (99)
+            colour channels (``channel_reduce``)
+intgrad     |(x - 0) * mean grad on the path|, same      percentile (99)
+lime        superpixel weights painted on superpixels    relu_max
+occlusion   InterpretDL's OcclusionInterpreter           relu_max
+scorecam    InterpretDL's ScoreCAMInterpreter            relu_max
+=========== ============================================ ===============
+
+``relu_max``: negative part to 0, divided by the max; ``percentile``: divided by
+the map's 99th percentile and clipped at 1; also ``minmax`` and ``abs_max``.
+InterpretDL's one-image reference (and the shims that fix 0.8.0 on Paddle 2.6)
+is in :mod:`paddle_pssl.explainers.interpretdl_shims`.
+"""
+import inspect
+
+from .base import (IMAGENET_MEAN, IMAGENET_STD, NORMALIZERS, ClassifierSpec, Explainer, FeaturePass,  # noqa: F401
+                   ModelRunner, normalize_maps)
+from .cam import CAMExplainer, GradCAMExplainer  # noqa: F401
+from .lime import LIMEExplainer  # noqa: F401
+from .smoothgrad import IntegratedGradientsExplainer, SmoothGradExplainer  # noqa: F401
+from .adapters import OcclusionExplainer, ScoreCAMExplainer  # noqa: F401
+from .ensemble import ExplainerEnsemble, explain_many  # noqa: F401
+
+EXPLAINERS = {
+    "cam": CAMExplainer,
+    "gradcam": GradCAMExplainer,
+    "smoothgrad": SmoothGradExplainer,
+    "intgrad": IntegratedGradientsExplainer,
+    "lime": LIMEExplainer,
+    "occlusion": OcclusionExplainer,
+    "scorecam": ScoreCAMExplainer,
+}
+_ALIASES = {"grad_cam": "gradcam", "smooth_grad": "smoothgrad", "integrated_gradients": "intgrad",
+            "score_cam": "scorecam"}
+
+
+def _accepted(cls):
+    names = set()
+    for klass in cls.__mro__:
+        if klass is object:
+            break
+        names |= set(inspect.signature(klass.__init__).parameters)
+    return names - {"self", "spec", "kwargs"}
+
+
+def build_explainer(name, classifier_spec, _common=None, **options):
+    """Build an explainer by name (see :data:`EXPLAINERS`) with its options.
+
+    ``_common`` options (from :class:`ExplainerEnsemble`) are passed only to
+    explainers that accept them; unknown ``options`` raise.
+    """
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in EXPLAINERS:
+        raise ValueError(f"unknown explainer {name!r}; choose one of {sorted(EXPLAINERS)}")
+    cls = EXPLAINERS[key]
+    accepted = _accepted(cls)
+    unknown = set(options) - accepted
+    if unknown:
+        raise TypeError(f"explainer {key!r} got unknown options {sorted(unknown)}; it accepts {sorted(accepted)}")
+    merged = {k: v for k, v in (_common or {}).items() if k in accepted}
+    merged.update(options)
+    return cls(classifier_spec, **merged)
+
+
+__all__ = ["ClassifierSpec", "build_explainer", "EXPLAINERS", "ExplainerEnsemble", "explain_many",
+           "Explainer", "CAMExplainer", "GradCAMExplainer", "SmoothGradExplainer",
+           "IntegratedGradientsExplainer", "LIMEExplainer", "OcclusionExplainer", "ScoreCAMExplainer",
+           "normalize_maps", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD", "ModelRunner", "FeaturePass"]

@@ -1,0 +1,380 @@
+"""The classifier spec, the shared model runner and the map normalisations.
+
+Every explainer is built once from a :class:`ClassifierSpec` and called on a
+whole batch::
+
+    maps = explainer(images, target_classes)   # np.float32 [N, H, W] in [0, 1]
+
+``images`` is a float32 NCHW batch with the classifier's own normalisation
+already applied, ``target_classes`` the dataset's class ids (not predictions).
+"""
+import contextlib
+import io
+import sys
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .. import _zlib_first  # noqa: F401  must precede paddle, see _zlib_first.py
+import paddle
+import paddle.nn.functional as F
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ClassifierSpec:
+    """What the explainers need to know about a classifier.
+
+    Attributes:
+        model: a ``paddle.nn.Layer`` mapping a float32 NCHW RGB batch to logits
+            ``[N, num_classes]``; it should be in eval mode (the explainers
+            switch it, with a warning, if it is not).
+        feature_layer: name (as in ``model.named_sublayers()``) of the layer
+            whose output is the last convolutional feature map ``[N, C, h, w]``
+            (CAM, GradCAM). A forward post-hook on it is added per call and
+            removed afterwards.
+        fc_layer: name of the final ``nn.Linear`` (after global average
+            pooling); CAM reads its weight ``[C, num_classes]`` and bias live.
+        fc_weight, fc_bias: alternatively the weight as a numpy array in
+            Paddle's ``Linear`` layout ``[C, num_classes]`` and the bias
+            ``[num_classes]``. They win over ``fc_layer``.
+        forward_features, forward_head: optional pair replacing the hook:
+            ``forward_features(x) -> feature map`` and
+            ``forward_head(features) -> logits``; ``forward_head(forward_features(x))``
+            must equal ``model(x)``.
+        mean, std: the per-channel normalisation that produced ``images``,
+            in units of [0, 1] RGB (``x = (rgb/255 - mean) / std``). LIME
+            needs it to recover the RGB image for its superpixels; e.g.
+            EfficientNet-Lite's ``(x - 127) / 128`` is ``mean=127/255, std=128/255``.
+    """
+
+    model: "paddle.nn.Layer"
+    feature_layer: Optional[str] = None
+    fc_layer: Optional[str] = None
+    fc_weight: Optional[np.ndarray] = None
+    fc_bias: Optional[np.ndarray] = None
+    forward_features: Optional[Callable] = None
+    forward_head: Optional[Callable] = None
+    mean: Sequence[float] = IMAGENET_MEAN
+    std: Sequence[float] = IMAGENET_STD
+
+    def __post_init__(self):
+        if (self.forward_features is None) != (self.forward_head is None):
+            raise ValueError("ClassifierSpec: give both forward_features and forward_head, or neither")
+        names = None
+        for attr in ("feature_layer", "fc_layer"):
+            name = getattr(self, attr)
+            if name is not None:
+                names = names or {n for n, _ in self.model.named_sublayers()}
+                if name not in names:
+                    raise ValueError(f"ClassifierSpec.{attr}={name!r} is not a sublayer of the model; "
+                                     f"valid names are in [n for n, _ in model.named_sublayers()]")
+
+    def sublayer(self, name):
+        return dict(self.model.named_sublayers())[name]
+
+    def linear_weights(self):
+        """Return (weight [C, K], bias [K] or None) as float32 numpy arrays."""
+        if self.fc_weight is not None:
+            weight = np.asarray(self.fc_weight, dtype=np.float32)
+            bias = None if self.fc_bias is None else np.asarray(self.fc_bias, dtype=np.float32)
+            return weight, bias
+        if self.fc_layer is None:
+            raise ValueError("CAM needs ClassifierSpec.fc_layer or fc_weight (the linear layer after GAP)")
+        fc = self.sublayer(self.fc_layer)
+        bias = None if getattr(fc, "bias", None) is None else fc.bias.numpy()
+        return fc.weight.numpy(), bias
+
+    def normalise_rgb01(self, rgb01):
+        """[N, 3, H, W] RGB in [0, 1] -> model input (float32)."""
+        mean = np.asarray(self.mean, np.float32).reshape(1, -1, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, -1, 1, 1)
+        return ((rgb01 - mean) / std).astype(np.float32)
+
+
+def import_interpretdl():
+    """Import interpretdl (zlib is already loaded, see above) with its import-time
+    print muted: 0.8.0's GLIME/NormLIME/ForgettingEvents modules import the
+    removed ``paddle.fluid`` and the package then prints a misleading
+    "Paddle should be installed" line."""
+    if "interpretdl" not in sys.modules:
+        with contextlib.redirect_stdout(io.StringIO()):
+            import interpretdl  # noqa: F401
+    return sys.modules["interpretdl"]
+
+
+def as_batch(images, targets):
+    """Validate and convert (images, targets) to (float32 NCHW ndarray, int64 [N])."""
+    if isinstance(images, paddle.Tensor):
+        images = images.numpy()
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must be a float NCHW batch, got shape {images.shape}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"images must be preprocessed floats (the classifier's normalisation applied), "
+                         f"got dtype {images.dtype}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if len(targets) != len(images):
+        raise ValueError(f"{len(images)} images but {len(targets)} target classes")
+    return images, targets
+
+
+# ----------------------------------------------------------------------------
+# map normalisations: raw [N, H, W] -> [N, H, W] float32 in [0, 1]
+# ----------------------------------------------------------------------------
+def _divide_per_map(maps, denom):
+    denom = denom.reshape(-1, 1, 1)
+    safe = np.where(denom > 0, denom, 1.0)
+    # a map with nothing positive becomes all zeros, not NaN
+    return np.where(denom > 0, maps / safe, 0.0)
+
+
+def relu_max(maps):
+    """Negative part set to 0, then divided by the map's max (CAM-family, LIME)."""
+    maps = np.maximum(maps, 0)
+    return _divide_per_map(maps, maps.reshape(len(maps), -1).max(1))
+
+
+def abs_max(maps):
+    """Absolute value divided by its max (keeps negative evidence as saliency)."""
+    maps = np.abs(maps)
+    return _divide_per_map(maps, maps.reshape(len(maps), -1).max(1))
+
+
+def minmax(maps):
+    """(x - min) / (max - min) per map."""
+    flat = maps.reshape(len(maps), -1)
+    low = flat.min(1).reshape(-1, 1, 1)
+    return _divide_per_map(maps - low, flat.max(1) - flat.min(1))
+
+
+def percentile_clip(maps, percentile=99.0):
+    """Divide by the map's `percentile`-th value and clip at 1 (SmoothGrad paper's
+    visualisation: a few extreme gradients must not flatten the rest)."""
+    maps = np.maximum(maps, 0)
+    flat = maps.reshape(len(maps), -1)
+    top = np.percentile(flat, percentile, axis=1)
+    top = np.where(top > 0, top, flat.max(1))  # sparse maps: fall back to the max
+    return np.clip(_divide_per_map(maps, top), 0.0, 1.0)
+
+
+NORMALIZERS = {
+    "relu_max": relu_max,
+    "abs_max": abs_max,
+    "minmax": minmax,
+    "percentile": percentile_clip,
+}
+
+
+def normalize_maps(maps, method, percentile=99.0):
+    """Apply a named normalisation; ``None`` returns the raw maps unchanged."""
+    if method is None:
+        return maps.astype(np.float32)
+    if method not in NORMALIZERS:
+        raise ValueError(f"unknown normalize={method!r}; choose one of {sorted(NORMALIZERS)} or None")
+    if method == "percentile":
+        out = percentile_clip(maps, percentile)
+    else:
+        out = NORMALIZERS[method](maps)
+    return out.astype(np.float32)
+
+
+def reduce_channels(gradients, how="abs_sum"):
+    """[N, C, H, W] input attributions -> [N, H, W]."""
+    if how == "abs_sum":  # InterpretDL's own visualisation of SmoothGrad / IntGrad
+        return np.abs(gradients).sum(1)
+    if how == "abs_max":
+        return np.abs(gradients).max(1)
+    if how == "square_sum":
+        return np.square(gradients).sum(1)
+    raise ValueError(f"unknown channel_reduce={how!r}; choose abs_sum, abs_max or square_sum")
+
+
+def upsample(maps, size):
+    """[N, h, w] -> [N, H, W], bilinear, half-pixel centres (cv2/PyTorch convention)."""
+    maps = np.asarray(maps, np.float32)
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    with paddle.no_grad():
+        out = F.interpolate(paddle.to_tensor(maps[:, None]), size=list(size), mode="bilinear",
+                            align_corners=False)
+    return out.numpy()[:, 0]
+
+
+# ----------------------------------------------------------------------------
+# the model runner: the passes every explainer shares
+# ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def frozen_parameters(model):
+    """Parameters stop gradient for the duration: input or feature gradients then
+    skip every weight-gradient kernel (about half of a backward pass), and no
+    ``.grad`` accumulates on the model (InterpretDL 0.8.0 leaves it there)."""
+    params = list(model.parameters())
+    saved = [p.stop_gradient for p in params]
+    try:
+        for p in params:
+            p.stop_gradient = True
+        yield
+    finally:
+        for p, s in zip(params, saved):
+            p.stop_gradient = s
+
+
+def class_score(logits, targets, gradient_of):
+    """Sum over the batch of each row's target score (rows are independent in eval mode)."""
+    onehot = F.one_hot(paddle.to_tensor(targets), num_classes=logits.shape[1])
+    if gradient_of == "logit":
+        return paddle.sum(logits * onehot)
+    if gradient_of == "probability":
+        return paddle.sum(F.softmax(logits, axis=1) * onehot)
+    raise ValueError(f"gradient_of must be 'logit' or 'probability', got {gradient_of!r}")
+
+
+class FeaturePass:
+    """One forward of a clean batch: the last feature map (a leaf that requires
+    grad, so the head's graph alone is recorded) and the logits."""
+
+    def __init__(self, features, logits):
+        self.features = features
+        self.logits = logits
+        self._probabilities = None
+
+    @property
+    def probabilities(self):
+        if self._probabilities is None:
+            with paddle.no_grad():
+                self._probabilities = F.softmax(self.logits, axis=1).numpy()
+        return self._probabilities
+
+    def feature_gradients(self, targets, gradient_of):
+        """d score / d features, [N, C, h, w] numpy."""
+        score = class_score(self.logits, targets, gradient_of)
+        (grad,) = paddle.grad([score], [self.features], retain_graph=True)
+        return grad.numpy()
+
+
+class ModelRunner:
+    """Runs the classifier for the explainers (device = paddle's current one)."""
+
+    def __init__(self, spec: ClassifierSpec):
+        self.spec = spec
+        self._warned_train = False
+
+    def _ensure_eval(self):
+        model = self.spec.model
+        if model.training:
+            if not self._warned_train:
+                warnings.warn("explainers: the classifier was in train mode; switched to eval mode "
+                              "(batch-norm statistics and dropout would make maps batch-dependent)",
+                              stacklevel=3)
+                self._warned_train = True
+            model.eval()
+
+    def feature_pass(self, images) -> FeaturePass:
+        """Forward the batch once; the backbone runs without a graph."""
+        spec = self.spec
+        self._ensure_eval()
+        x = paddle.to_tensor(images)
+        with frozen_parameters(spec.model):
+            if spec.forward_features is not None:
+                with paddle.no_grad():
+                    feats = spec.forward_features(x)
+                feats = feats.detach()
+                feats.stop_gradient = False
+                logits = spec.forward_head(feats)
+                return FeaturePass(feats, logits)
+            if spec.feature_layer is None:
+                raise ValueError("CAM/GradCAM need ClassifierSpec.feature_layer (or forward_features/forward_head)")
+            captured = []
+
+            def hook(layer, inputs, output):
+                # replace the output by a fresh leaf that requires grad: the
+                # graph then starts here and paddle.grad reaches it (Paddle >= 2.4
+                # keeps no .grad on intermediate tensors)
+                leaf = output.detach()
+                leaf.stop_gradient = False
+                captured.append(leaf)
+                return leaf
+
+            handle = spec.sublayer(spec.feature_layer).register_forward_post_hook(hook)
+            try:
+                logits = spec.model(x)
+            finally:
+                handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"feature_layer {spec.feature_layer!r} ran {len(captured)} times in one "
+                               f"forward; choose a layer that runs exactly once")
+        return FeaturePass(captured[0], logits)
+
+    def probabilities(self, images):
+        """Softmax of the logits, no graph. [N, K] numpy."""
+        self._ensure_eval()
+        with paddle.no_grad():
+            logits = self.spec.model(paddle.to_tensor(images))
+            return F.softmax(logits, axis=1).numpy()
+
+    def input_gradients(self, images, targets, gradient_of="probability"):
+        """d score / d input for every row, [N, C, H, W] numpy (parameters frozen)."""
+        self._ensure_eval()
+        x = paddle.to_tensor(images)
+        x.stop_gradient = False
+        with frozen_parameters(self.spec.model):
+            logits = self.spec.model(x)
+            score = class_score(logits, targets, gradient_of)
+            (grad,) = paddle.grad([score], [x])
+        return grad.numpy()
+
+
+class Explainer:
+    """Base class. Subclasses implement :meth:`raw` (image-sized, unnormalised)."""
+
+    name = "explainer"
+    default_normalize = "relu_max"
+
+    def __init__(self, spec: ClassifierSpec, normalize="default", percentile=99.0, runner=None):
+        if not isinstance(spec, ClassifierSpec):
+            raise TypeError("explainers take a paddle_pssl.explainers.ClassifierSpec")
+        self.spec = spec
+        self.runner = runner or ModelRunner(spec)
+        self.normalize = self.default_normalize if normalize == "default" else normalize
+        if self.normalize is not None and self.normalize not in NORMALIZERS:
+            raise ValueError(f"unknown normalize={self.normalize!r}; choose one of {sorted(NORMALIZERS)} or None")
+        self.percentile = float(percentile)
+
+    def raw(self, images, targets, shared: Optional[FeaturePass] = None, seeds=None):
+        raise NotImplementedError
+
+    def __call__(self, images, targets, seeds=None, shared: Optional[FeaturePass] = None, **extra):
+        """Explain a batch: float32 [N, H, W] in [0, 1] (raw values if normalize=None).
+
+        seeds: optional per-image seeds (random explainers), so a map does not
+        depend on which batch or shard its image was in.
+        shared: a :class:`FeaturePass` of this same batch, to skip a forward.
+        """
+        images, targets = as_batch(images, targets)
+        raw = self.raw(images, targets, shared=shared, seeds=seeds, **extra)
+        return normalize_maps(raw, self.normalize, self.percentile)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(normalize={self.normalize!r})"
+
+
+def image_rngs(default_rng, seeds, n):
+    """Per-image RandomStates: fresh ones from `seeds`, else the explainer's own stream."""
+    if seeds is None:
+        return [default_rng] * n
+    seeds = list(seeds)
+    if len(seeds) != n:
+        raise ValueError(f"{n} images but {len(seeds)} seeds")
+    return [np.random.RandomState(int(s)) for s in seeds]
+
+
+def chunks(total, size):
+    """[(start, stop)] covering range(total) in pieces of at most `size`."""
+    size = max(1, int(size))
+    return [(i, min(i + size, total)) for i in range(0, total, size)]

@@ -1,0 +1,68 @@
+"""CAM and GradCAM from one forward of the batch.
+
+CAM (Zhou et al. 2016), exact for a classifier ending in global average
+pooling + one linear layer: ``cam_c(i, j) = sum_k W[k, c] * f_k(i, j)``
+(``+ b_c`` with ``include_bias=True``, so that the map's spatial mean is the
+logit). GradCAM (Selvaraju et al. 2017) as InterpretDL 0.8.0 computes it:
+channel weights = spatial mean of d score / d features, map =
+``ReLU(mean_k weight_k * f_k)``. For a GAP + linear head and ``gradient_of='logit'``
+GradCAM is CAM / (C * h * w) after the ReLU, so the normalised maps coincide.
+
+Normalisation (default ``'relu_max'``): negative part to 0, bilinear upsampling
+to the input size, division by the map's max. Options: ``'minmax'``,
+``'abs_max'``, ``'percentile'``, or ``None`` for raw (upsampled) maps.
+"""
+import numpy as np
+
+from .base import Explainer, upsample
+
+
+class CAMExplainer(Explainer):
+    """Class activation maps from the last features and the linear weights."""
+
+    name = "cam"
+
+    def __init__(self, spec, include_bias=False, **kwargs):
+        super().__init__(spec, **kwargs)
+        self.include_bias = include_bias
+
+    def raw(self, images, targets, shared=None, seeds=None):
+        shared = shared or self.runner.feature_pass(images)
+        feats = shared.features.numpy()  # [N, C, h, w]
+        weight, bias = self.spec.linear_weights()  # [C, K], [K]
+        if weight.shape[0] != feats.shape[1]:
+            raise ValueError(f"CAM: linear weight has {weight.shape[0]} input channels but the feature map "
+                             f"has {feats.shape[1]}; fc_weight must be in Paddle's [C, num_classes] layout")
+        cams = np.einsum("nchw,cn->nhw", feats, weight[:, targets])
+        if self.include_bias and bias is not None:
+            cams = cams + bias[targets].reshape(-1, 1, 1)
+        return upsample(cams, images.shape[2:])
+
+
+class GradCAMExplainer(Explainer):
+    """GradCAM on the spec's feature layer.
+
+    gradient_of: ``'logit'`` (default: the GradCAM paper's class score, and the
+    choice for which GradCAM equals CAM on GAP + linear models) or
+    ``'probability'`` (InterpretDL 0.8.0's choice).
+    """
+
+    name = "gradcam"
+
+    def __init__(self, spec, gradient_of="logit", **kwargs):
+        super().__init__(spec, **kwargs)
+        if gradient_of not in ("logit", "probability"):
+            raise ValueError(f"gradient_of must be 'logit' or 'probability', got {gradient_of!r}")
+        self.gradient_of = gradient_of
+
+    def raw(self, images, targets, shared=None, seeds=None):
+        shared = shared or self.runner.feature_pass(images)
+        grads = shared.feature_gradients(targets, self.gradient_of)
+        feats = shared.features.numpy()
+        return upsample(gradcam_from_features(feats, grads), images.shape[2:])
+
+
+def gradcam_from_features(features, gradients):
+    """InterpretDL 0.8.0's GradCAM formula on [N, C, h, w] arrays -> [N, h, w]."""
+    weights = gradients.mean(axis=(2, 3), keepdims=True)
+    return np.maximum((weights * features).mean(1), 0)

@@ -1,0 +1,73 @@
+"""Several explainers on one classifier, sharing what they can.
+
+* one forward of the clean batch gives the last features and the logits:
+  CAM reads the features, GradCAM differentiates the head only (the backbone
+  ran without a graph), LIME takes its unperturbed row's probability from it;
+* LIME's superpixels are computed in background threads while the gradient
+  explainers run (quickshift releases the GIL);
+* every explainer uses the same :class:`ModelRunner` (parameters frozen for
+  gradients, so no weight gradients are ever computed).
+"""
+import time
+
+from .base import ClassifierSpec, ModelRunner, as_batch
+
+# explainers that read the clean forward
+_USES_FEATURES = {"cam", "gradcam", "lime"}
+
+
+class ExplainerEnsemble:
+    """``ensemble(images, targets) -> {name: float32 [N, H, W] in [0, 1]}``.
+
+    explainers: a list of names, or ``{name: options}`` (options as for
+    :func:`build_explainer`); ``**common`` options go to every explainer that
+    accepts them (e.g. ``seed``).
+    """
+
+    def __init__(self, spec: ClassifierSpec, explainers=("cam", "gradcam", "smoothgrad", "lime"), **common):
+        from . import build_explainer  # the registry lives in the package
+
+        if not isinstance(explainers, dict):
+            explainers = {name: {} for name in explainers}
+        self.spec = spec
+        self.runner = ModelRunner(spec)
+        self.explainers = {}
+        for name, options in explainers.items():
+            self.explainers[name] = build_explainer(name, spec, runner=self.runner,
+                                                    _common=common, **(options or {}))
+        self.last_timings = {}
+
+    def __call__(self, images, targets, seeds=None):
+        images, targets = as_batch(images, targets)
+        timings = {}
+        start = time.perf_counter()
+        lime = self.explainers.get("lime")
+        pending = lime.prepare_async(images) if lime is not None else None
+
+        shared = None
+        if _USES_FEATURES & set(self.explainers):
+            t0 = time.perf_counter()
+            shared = self.runner.feature_pass(images)
+            timings["shared_forward"] = time.perf_counter() - t0
+
+        maps = {}
+        # LIME last: its superpixels are being computed meanwhile
+        order = sorted(self.explainers, key=lambda n: n == "lime")
+        for name in order:
+            t0 = time.perf_counter()
+            extra = {"prepared": pending} if name == "lime" else {}
+            maps[name] = self.explainers[name](images, targets, seeds=seeds, shared=shared, **extra)
+            timings[name] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - start
+        self.last_timings = timings
+        return maps
+
+
+def explain_many(spec, images, targets, names=("cam", "gradcam", "smoothgrad", "lime"), seeds=None, **options):
+    """One-shot :class:`ExplainerEnsemble`: ``{name: maps}`` for the batch.
+
+    ``options`` may hold per-explainer dicts keyed by name (``lime={'num_samples': 100}``)
+    and common options (``seed=0``).
+    """
+    per_name = {name: options.pop(name, {}) for name in names}
+    return ExplainerEnsemble(spec, per_name, **options)(images, targets, seeds=seeds)

@@ -151,3 +151,85 @@ def export_main(argv=None):
     setup_runtime(args.device)
     return export_model(cfg, args.model_path, args.save_dir, args.input_shape,
                         args.output_op)
+
+
+def _load_plain_config(path, opts):
+    """A non-training config (label generation): YAML with PaddleSeg's
+    ``_base_`` inheritance and ``--opts key.sub=value`` overrides."""
+    from ast import literal_eval
+
+    from paddleseg.cvlibs.config import parse_from_yaml
+    if not path or not os.path.isfile(path):
+        raise PSSLError(f'{path}: config file not found')
+    try:
+        dic = parse_from_yaml(path) or {}
+    except Exception as e:  # noqa: BLE001  (YAML errors come in several types)
+        raise PSSLError(f'{path}: cannot parse ({str(e).splitlines()[0]})')
+    for item in opts or []:
+        if item.count('=') != 1:
+            raise PSSLError(f'--opts {item!r}: expected key=value')
+        key, value = item.split('=')
+        try:
+            value = literal_eval(value)
+        except (ValueError, SyntaxError):
+            pass
+        node = dic
+        parts = key.split('.')
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return dic
+
+
+def generate_main(argv=None):
+    p = ArgumentParser('Generate PSSL pseudo labels from explanations of classifiers.')
+    add_config_args(p)
+    p.add_argument('--shard', default=None,
+                   help='i/N: take every N-th image starting at i (default: the '
+                        'launcher rank under paddle.distributed.launch, else 0/1)')
+    p.add_argument('--max_images', type=int, default=None, help='stop once this many labels were written (whole batches)')
+    p.add_argument('--no_progress', action='store_true')
+    p.add_argument('--finalize_only', action='store_true',
+                   help='only rewrite train.txt and manifest.json from the labels on disk '
+                        '(after shards ran on several machines)')
+    args = p.parse_args(argv)
+
+    from .pseudo_labels.generate import PseudoLabelGenerator
+    dic = _load_plain_config(args.cfg, args.opts)
+    shard = None
+    if args.shard:
+        try:
+            index, count = (int(v) for v in args.shard.split('/'))
+        except ValueError:
+            raise PSSLError(f'--shard {args.shard!r}: expected i/N, e.g. 0/4')
+        shard = (index, count)
+    setup_runtime(args.device, dic.get('seed'))
+    generator = PseudoLabelGenerator(dic, args.cfg)
+    if args.finalize_only:
+        manifest = generator.finalize()
+        print(f"{manifest['labels']} labels listed in {generator.root}/train.txt")
+        return manifest
+    counts = generator.run(shard=shard, progress=not args.no_progress, max_images=args.max_images)
+    print(f"written {counts['written']}, already there {counts['existing']}, skipped "
+          f"{counts['skipped']}, converted {counts['converted']} in {counts['seconds']} s; "
+          f"labels in {generator.root}")
+    return counts
+
+
+def eval_labels_main(argv=None):
+    import json
+    p = ArgumentParser('mIoU and foreground IoU of a PSSL label store against ground-truth masks.')
+    p.add_argument('--pssl_root', required=True)
+    p.add_argument('--gt_root', required=True,
+                   help='<gt_root>/<image path minus extension>.png, non-zero = object')
+    p.add_argument('--save_json', default=None)
+    args = p.parse_args(argv)
+    from .pseudo_labels.evaluate import evaluate_store
+    result = evaluate_store(args.pssl_root, args.gt_root)
+    print(f"images {result['images']}  mIoU {result['miou']:.4f}  fg IoU {result['fg_iou']:.4f}"
+          + (f"  (no GT for {len(result['missing_gt'])})" if result['missing_gt'] else ''))
+    if args.save_json:
+        from .utils.io import atomic_write_text
+        atomic_write_text(args.save_json, json.dumps(
+            dict(result, per_class_iou={str(k): v for k, v in result['per_class_iou'].items()}), indent=1))
+    return result

@@ -47,3 +47,34 @@ def read_image_bgr(path, min_size=1):
         raise PSSLError(f'{path}: image is {image.shape[1]}x{image.shape[0]}, '
                         f'smaller than {min_size} pixels')
     return np.ascontiguousarray(image)
+
+
+def read_image_any(path, min_size=8):
+    """Read an image and make it 3-channel uint8 BGR, saying what was converted.
+
+    -> (image, note) with note in {'', 'grey', 'alpha', '16bit', ...}, joined
+    by '+'. Raises PSSLError (naming the file) for unreadable or tiny images.
+    """
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: image file not found')
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise PSSLError(f'{path}: cannot decode image (corrupt or unsupported format)')
+    notes = []
+    if image.dtype == np.uint16:
+        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+        notes.append('16bit')
+    elif image.dtype != np.uint8:
+        raise PSSLError(f'{path}: unsupported pixel type {image.dtype}')
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+        notes.append('grey')
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        notes.append('alpha')
+    elif image.shape[2] != 3:
+        raise PSSLError(f'{path}: {image.shape[2]} channels, expected 1, 3 or 4')
+    if min(image.shape[:2]) < min_size:
+        raise PSSLError(f'{path}: image is {image.shape[1]}x{image.shape[0]}, '
+                        f'smaller than {min_size} pixels')
+    return np.ascontiguousarray(image), '+'.join(notes)

@@ -1,0 +1,89 @@
+"""Label quality: a label store against ground-truth object masks.
+
+Ground truth for image ``<rel>`` (e.g. ``train/<class>/<name>.JPEG``) is the
+PNG ``<gt_root>/<rel minus its extension>.png``, non-zero = the image's object.
+Both are mapped to PSSL's label space (class id on the object, 1000 elsewhere)
+and confusion counts are summed over the set:
+    mIoU      mean IoU over background and every class that occurs;
+    fg IoU    IoU of object-vs-background, whatever the class.
+"""
+import os
+
+import cv2
+import numpy as np
+
+from . import store
+from ..utils.errors import PSSLError
+
+
+def gt_path(gt_root, rel):
+    return os.path.join(gt_root, os.path.splitext(rel)[0] + '.png')
+
+
+def read_gt_mask(path, shape=None):
+    mask = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise PSSLError(f'{path}: cannot read ground-truth mask')
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    mask = (mask > 0).astype(np.uint8)
+    if shape is not None and mask.shape != tuple(shape):
+        raise PSSLError(f'{path}: mask is {mask.shape[1]}x{mask.shape[0]}, label is '
+                        f'{shape[1]}x{shape[0]}')
+    return mask
+
+
+class IoUCounter:
+    """Accumulates per-class intersection/union and binary foreground counts."""
+
+    def __init__(self):
+        self.inter, self.union = {}, {}
+        self.fg_inter = self.fg_union = 0
+        self.images = 0
+
+    def add(self, pred_mask, gt_mask, class_id):
+        pred_mask, gt_mask = pred_mask.astype(bool), gt_mask.astype(bool)
+        for cid, p, g in ((class_id, pred_mask, gt_mask),
+                          (store.BACKGROUND, ~pred_mask, ~gt_mask)):
+            self.inter[cid] = self.inter.get(cid, 0) + int(np.sum(p & g))
+            self.union[cid] = self.union.get(cid, 0) + int(np.sum(p | g))
+        self.fg_inter += int(np.sum(pred_mask & gt_mask))
+        self.fg_union += int(np.sum(pred_mask | gt_mask))
+        self.images += 1
+
+    def result(self):
+        per_class = {cid: self.inter[cid] / self.union[cid]
+                     for cid in self.union if self.union[cid] > 0}
+        return {'miou': float(np.mean(list(per_class.values()))) if per_class else 0.0,
+                'fg_iou': self.fg_inter / self.fg_union if self.fg_union else 0.0,
+                'per_class_iou': per_class, 'images': self.images}
+
+
+def evaluate_store(pssl_root, gt_root):
+    """Quality of every label listed in ``<pssl_root>/train.txt`` that has a GT mask."""
+    list_path = os.path.join(pssl_root, store.FILE_LIST)
+    if not os.path.isfile(list_path):
+        raise PSSLError(f'{list_path}: file list not found')
+    names = store.read_synsets(os.path.join(pssl_root, store.SYNSETS))
+    index = {n: i for i, n in enumerate(names)}
+    counter, missing = IoUCounter(), []
+    with open(list_path) as f:
+        for line in f:
+            rel_label = line.strip()
+            if not rel_label:
+                continue
+            rel = store.image_relpath(rel_label)
+            path = gt_path(gt_root, rel)
+            if not os.path.isfile(path):
+                missing.append(rel)
+                continue
+            mask, _ = store.read_label(os.path.join(pssl_root, rel_label))
+            class_name = store.class_name_of(rel_label)
+            if class_name not in index:
+                raise PSSLError(f'{list_path}: class folder {class_name!r} is not in the synsets')
+            counter.add(mask, read_gt_mask(path, mask.shape), index[class_name])
+    out = counter.result()
+    out['missing_gt'] = missing
+    if not out['images']:
+        raise PSSLError(f'{gt_root}: no ground-truth mask matches a label in {list_path}')
+    return out

@@ -1,2 +1,2 @@
 from .pssl import WeightedPSSLDataset
-from . import toy, real_photos
+from . import toy, real_photos, synthetic

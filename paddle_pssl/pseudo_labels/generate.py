@@ -207,6 +207,7 @@ class PseudoLabelGenerator:
         self.root = self.cfg['output']['pssl_root']
         self._classifiers = None
         self._ensembles = None
+        self._on_maps = None
 
     # -- model side -------------------------------------------------------
     def _ensure_models(self):
@@ -242,7 +243,10 @@ class PseudoLabelGenerator:
         index, count = shard
         return self.items[index::count]
 
-    def run(self, shard=None, progress=True, max_images=None):
+    def run(self, shard=None, progress=True, max_images=None, on_maps=None):
+        """Label the shard; ``on_maps(item, image_maps, mask)`` (optional) sees
+        every newly labelled image's maps, e.g. to score explainers alone."""
+        self._on_maps = on_maps
         shard = shard_of(shard)
         items = self.shard_items(shard)
         out = self.cfg['output']
@@ -309,6 +313,8 @@ class PseudoLabelGenerator:
                 continue
             store.write_label(path, mask, confidence)
             counts['written'] += 1
+            if self._on_maps is not None:
+                self._on_maps(item, image_maps, mask)
             self._append(stats_path, {
                 'image': item.rel, 'class_id': item.class_id, 'height': int(mask.shape[0]),
                 'width': int(mask.shape[1]), 'foreground': round(float(mask.mean()), 4),

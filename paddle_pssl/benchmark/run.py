@@ -1,0 +1,271 @@
+"""The controlled end-to-end PSSL benchmark, through the project's own tools
+and configs:
+
+1. make a source classification set (exact masks kept aside) and a target
+   segmentation set (``paddle_pssl.datasets.synthetic``);
+2. train two small PaddleClas classifiers on the source set (tools/train_cls.py);
+3. generate pseudo labels with the ensemble (tools/generate_pssl.py logic),
+   scoring every explainer alone, every classifier alone and the consensus
+   against the exact masks;
+4. pre-train DeepLabV3+-ResNet18_vd end to end on the labels (tools/train.py),
+   once with class weights only and once with per-pixel confidence weights;
+5. fine-tune on the target set from (a) random init, (b) the classifier's
+   backbone + random head, (c) PSSL pre-training (class-weighted) and
+   (c') PSSL pre-training (pixel-weighted), over several seeds, and evaluate
+   (tools/val.py logic) on the held-out test split;
+6. write results.md, results.json and figure.png.
+"""
+import copy
+import itertools
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import yaml
+
+from ..pseudo_labels import consensus as cons
+from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
+from ..utils.errors import PSSLError
+from ..utils.io import atomic_write_text
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DEFAULTS = {
+    'seed': 0,
+    'seeds': [0, 1, 2],
+    'scale': 1.0,          # multiplies image counts and iterations
+    'data': {'source': {'num_classes': 6, 'images_per_class': 40, 'image_size': 64},
+             'target': {'num_classes': 3, 'num_train': 16, 'num_test': 48, 'image_size': 64}},
+    'classifiers': [
+        {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml'},
+        {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml'},
+    ],
+    'classifier_iters': 150,
+    'backbone_classifier': 'resnet18_vd',   # its weights initialise the segmentation backbone
+    'pseudo_labels': 'configs/benchmark/pseudo_labels.yml',
+    'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 200},
+    'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 80},
+    'examples': 4,
+}
+INITS = {
+    'a_random': '(a) random init',
+    'b_classifier_backbone': '(b) classifier backbone + random head',
+    'c_pssl_class_weighted': '(c) PSSL end-to-end, class-weighted loss',
+    'c_pssl_pixel_weighted': "(c') PSSL end-to-end, pixel-weighted loss",
+}
+
+
+def _merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _scaled(n, scale, minimum=1):
+    return max(int(round(n * scale)), minimum)
+
+
+def _write_yaml(path, dic):
+    atomic_write_text(path, yaml.safe_dump(dic, sort_keys=False))
+    return path
+
+
+def _repo_path(path):
+    return path if os.path.isabs(path) else os.path.join(REPO, path)
+
+
+class Benchmark:
+    def __init__(self, cfg, out_dir, log=print):
+        unknown = set(cfg) - set(DEFAULTS)
+        if unknown:
+            raise PSSLError(f'benchmark config: unknown keys {sorted(unknown)}')
+        self.cfg = _merge(DEFAULTS, cfg)
+        self.out = os.path.abspath(out_dir)
+        self.log = log
+        self.timings = {}
+        self.results = {'config': self.cfg}
+
+    def _step(self, name, fn):
+        self.log(f'[benchmark] {name} ...')
+        start = time.time()
+        value = fn()
+        self.timings[name] = round(time.time() - start, 1)
+        self.log(f'[benchmark] {name}: {self.timings[name]} s')
+        return value
+
+    # 1 ---------------------------------------------------------------
+    def make_data(self):
+        from ..datasets import synthetic
+        s, t, scale = self.cfg['data']['source'], self.cfg['data']['target'], self.cfg['scale']
+        data_dir = os.path.join(self.out, 'data')
+        if os.path.isdir(data_dir):
+            shutil.rmtree(data_dir)
+        self.source = synthetic.make_source_set(
+            os.path.join(data_dir, 'source'), s['num_classes'], _scaled(s['images_per_class'], scale),
+            s['image_size'], seed=self.cfg['seed'])
+        self.target = synthetic.make_target_set(
+            os.path.join(data_dir, 'target'), t['num_classes'], _scaled(t['num_train'], scale),
+            _scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1)
+
+    # 2 ---------------------------------------------------------------
+    def train_classifiers(self):
+        from ..classification.train import train_classifier
+        from ..tools_impl import _load_plain_config
+        self.classifiers = []
+        for entry in self.cfg['classifiers']:
+            cls_cfg = _load_plain_config(_repo_path(entry['config']), None)
+            cls_cfg = _merge(cls_cfg, {'seed': self.cfg['seed'],
+                                       'iters': _scaled(self.cfg['classifier_iters'], self.cfg['scale']),
+                                       'train_dataset': {'image_root': self.source['image_root'],
+                                                         'synsets': self.source['synsets']}})
+            save_dir = os.path.join(self.out, 'classifiers', entry['label'])
+            report = train_classifier(cls_cfg, save_dir, use_vdl=True)
+            self.classifiers.append({
+                'label': entry['label'], 'name': cls_cfg['model']['name'],
+                'weights': report['weights'], 'num_classes': len(self.source['class_names']),
+                'input_size': cls_cfg['model'].get('input_size', self.cfg['data']['source']['image_size']),
+                'train_accuracy': report.get('train_accuracy'), 'val_accuracy': report.get('val_accuracy')})
+        self.results['classifiers'] = self.classifiers
+
+    # 3 ---------------------------------------------------------------
+    def generate_labels(self):
+        from ..pseudo_labels.generate import PseudoLabelGenerator
+        from ..tools_impl import _load_plain_config
+        gen_cfg = _load_plain_config(_repo_path(self.cfg['pseudo_labels']), None)
+        self.label_root = os.path.join(self.out, 'labels')
+        if os.path.isdir(self.label_root):
+            shutil.rmtree(self.label_root)
+        gen_cfg = _merge(gen_cfg, {
+            'seed': self.cfg['seed'],
+            'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
+            'output': {'pssl_root': self.label_root}})
+        gen_cfg['classifiers'] = [
+            {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
+             'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
+        self.label_cfg = gen_cfg
+        rule = (gen_cfg['consensus']['threshold'], gen_cfg['consensus']['value'])
+        gen = PseudoLabelGenerator(gen_cfg, self.cfg['pseudo_labels'])
+        counters, examples = {}, []
+        gt_root = self.source['gt_root']
+
+        def score(item, image_maps, mask):
+            gt = read_gt_mask(gt_path(gt_root, item.rel), mask.shape)
+            keys = sorted(image_maps)
+            groups = {k: [k] for k in keys}
+            clfs = sorted({k.split('/')[0] for k in keys})
+            expls = sorted({k.split('/')[1] for k in keys})
+            for c in clfs:
+                groups[f'classifier {c}'] = [k for k in keys if k.startswith(c + '/')]
+            for e in expls:
+                groups[f'explainer {e}'] = [k for k in keys if k.endswith('/' + e)]
+            for name, group in groups.items():
+                _, sub_mask, _ = cons.make_pseudo_label([image_maps[k] for k in group], None,
+                                                        gen_cfg['consensus']['renormalize'], *rule)
+                counters.setdefault(name, IoUCounter()).add(sub_mask, gt, item.class_id)
+            counters.setdefault('ensemble consensus', IoUCounter()).add(mask, gt, item.class_id)
+            if len(examples) < self.cfg['examples'] and item.rel.endswith(('_0', '_0.png')):
+                examples.append((item, {e: np.mean([image_maps[k] for k in groups[f'explainer {e}']], 0)
+                                        for e in expls}, mask, gt))
+
+        counts = gen.run(progress=False, on_maps=score)
+        store_quality = evaluate_store(self.label_root, gt_root)
+        # chance: a mask of the same foreground share placed at random
+        rng = np.random.default_rng(0)
+        chance = IoUCounter()
+        for item in gen.items:
+            gt = read_gt_mask(gt_path(gt_root, item.rel))
+            chance.add(rng.uniform(size=gt.shape) < gt.mean(), gt, item.class_id)
+        self.results['pseudo_labels'] = {
+            'rule': list(rule), 'written': counts['written'],
+            'by_group': {k: {'miou': v.result()['miou'], 'fg_iou': v.result()['fg_iou']}
+                         for k, v in counters.items()},
+            'store': {'miou': store_quality['miou'], 'fg_iou': store_quality['fg_iou']},
+            'chance': {'miou': chance.result()['miou'], 'fg_iou': chance.result()['fg_iou']}}
+        self.examples = examples
+
+    # 4 ---------------------------------------------------------------
+    def backbone_init(self):
+        import paddle
+        from paddleseg.models.backbones import ResNet18_vd
+
+        from ..classifiers.convert import save_backbone_from_classifier
+        chosen = [c for c in self.classifiers if c['label'] == self.cfg['backbone_classifier']]
+        if not chosen:
+            raise PSSLError(f"backbone_classifier {self.cfg['backbone_classifier']!r} was not trained")
+        path = os.path.join(self.out, 'backbone_from_classifier.pdparams')
+        paddle.disable_static()
+        save_backbone_from_classifier(chosen[0]['weights'], ResNet18_vd(output_stride=8), path)
+        self.backbone_weights = path
+
+    def _train(self, base, overrides, save_dir, iters, seed, evaluate=False):
+        from ..tools_impl import train_main, val_main
+        cfg_path = _write_yaml(os.path.join(save_dir + '.yml'), _merge({'_base_': _repo_path(base)}, overrides))
+        if os.path.isdir(save_dir):
+            shutil.rmtree(save_dir)
+        train_main(['-c', cfg_path, '--iters', str(iters), '--save_interval', str(iters),
+                    '--log_iters', str(max(iters // 10, 1)), '--use_vdl', '--seed', str(seed),
+                    '--save_dir', save_dir])
+        weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
+        if not evaluate:
+            return weights
+        miou, acc, class_iou, _, kappa = val_main(['-c', cfg_path, '--model_path', weights])
+        return {'miou': float(miou), 'acc': float(acc), 'class_iou': [float(v) for v in class_iou]}
+
+    # 5 ---------------------------------------------------------------
+    def pretrain(self):
+        iters = _scaled(self.cfg['pretrain']['iters'], self.cfg['scale'])
+        self.pretrained = {}
+        for key, use_conf in (('c_pssl_class_weighted', False), ('c_pssl_pixel_weighted', True)):
+            self.pretrained[key] = self._train(
+                self.cfg['pretrain']['config'],
+                {'model': {'backbone': {'pretrained': self.backbone_weights}},
+                 'train_dataset': {'imagenet_root': self.source['image_root'], 'pssl_root': self.label_root,
+                                   'use_confidence': use_conf}},
+                os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'])
+
+    # 6 ---------------------------------------------------------------
+    def finetune(self):
+        iters = _scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
+        data = {'dataset_root': self.target['dataset_root'], 'num_classes': self.target['num_classes']}
+        base = {'model': {'num_classes': self.target['num_classes']},
+                'train_dataset': dict(data, train_path=self.target['train_path']),
+                'val_dataset': dict(data, val_path=self.target['test_path'])}
+        inits = {'a_random': {},
+                 'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
+                 'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
+                 'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
+        runs = {}
+        for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
+            result = self._train(self.cfg['finetune']['config'], _merge(base, override),
+                                 os.path.join(self.out, 'finetune', f'{key}_seed{seed}'), iters, seed,
+                                 evaluate=True)
+            runs.setdefault(key, []).append(dict(result, seed=seed))
+        self.results['finetune'] = {
+            key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
+                  'miou_std': float(np.std([r['miou'] for r in rs])), 'runs': rs}
+            for key, rs in runs.items()}
+
+    def run(self):
+        os.makedirs(self.out, exist_ok=True)
+        started = time.time()
+        self._step('data', self.make_data)
+        self._step('classifiers', self.train_classifiers)
+        self._step('pseudo labels', self.generate_labels)
+        self._step('backbone from classifier', self.backbone_init)
+        self._step('PSSL pre-training', self.pretrain)
+        self._step('fine-tuning', self.finetune)
+        self.timings['total'] = round(time.time() - started, 1)
+        self.results['timings_s'] = self.timings
+        from .report import write_report
+        write_report(self.results, self.examples, self.out)
+        return self.results
+
+
+def run_benchmark(cfg, out_dir, log=print):
+    return Benchmark(cfg, out_dir, log).run()

@@ -1,0 +1,37 @@
+"""The controlled end-to-end PSSL benchmark (see paddle_pssl/benchmark/run.py).
+
+    python tools/benchmark_pssl.py                       # default size, about 15 min on 2 cores
+    python tools/benchmark_pssl.py --scale 4 --seeds 0 1 2 3 4
+    python tools/benchmark_pssl.py -c configs/benchmark/tiny.yml --out output/benchmark_tiny
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import paddle_pssl  # noqa: E402,F401  (first: zlib before paddle)
+from paddle_pssl.utils.cli import run  # noqa: E402
+
+
+def main(argv=None):
+    from paddle_pssl.benchmark import run_benchmark
+    from paddle_pssl.tools_impl import _load_plain_config
+    p = argparse.ArgumentParser(description='Controlled end-to-end PSSL benchmark.')
+    p.add_argument('-c', '--config', dest='cfg', default=None, help='benchmark YAML (default: built-in)')
+    p.add_argument('--out', default='output/benchmark')
+    p.add_argument('--scale', type=float, default=None, help='multiply image counts and iterations')
+    p.add_argument('--seeds', type=int, nargs='+', default=None)
+    p.add_argument('-o', '--opts', nargs='+', default=None)
+    args = p.parse_args(argv)
+    cfg = _load_plain_config(args.cfg, args.opts) if args.cfg else {}
+    if args.scale is not None:
+        cfg['scale'] = args.scale
+    if args.seeds is not None:
+        cfg['seeds'] = args.seeds
+    results = run_benchmark(cfg, args.out)
+    print(open(os.path.join(args.out, 'results.md')).read())
+    return results
+
+
+if __name__ == '__main__':
+    run(main)

@@ -36,8 +36,11 @@ def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'
     net = _WithOutputOp(model, output_op)
     net.eval()
     shape = list(input_shape) if input_shape else [-1, 3, -1, -1]
+    # full_graph=True: Paddle 2.6 defaults to SOT here, which ignores input_spec
+    # (and warns so); jit.save converts with the AST path anyway, so say it.
     static = paddle.jit.to_static(
-        net, input_spec=[paddle.static.InputSpec(shape=shape, dtype='float32')])
+        net, input_spec=[paddle.static.InputSpec(shape=shape, dtype='float32')],
+        full_graph=True)
     os.makedirs(save_dir, exist_ok=True)
     paddle.jit.save(static, os.path.join(save_dir, 'model'))
     val_cfg = cfg.val_dataset_cfg or cfg.train_dataset_cfg

@@ -183,3 +183,10 @@ def test_calculate_area_shim_counts_like_numpy():
         assert int(p_area[k]) == np.sum((pred == k) & valid)
         assert int(l_area[k]) == np.sum(label == k)
         assert int(inter[k]) == np.sum((pred == k) & (label == k) & valid)
+
+
+def test_trainer_refuses_a_dataset_smaller_than_one_batch(toy_pssl):
+    from paddle_pssl.core import train
+    ds = WeightedPSSLDataset(_tf(), toy_pssl['imagenet_root'], toy_pssl['pssl_root'])
+    with pytest.raises(PSSLError, match='12 samples, fewer than batch_size 16'):
+        train(None, ds, batch_size=16)

@@ -36,8 +36,8 @@ DEFAULTS = {
     'seed': 0,
     'seeds': [0, 1, 2],
     'scale': 1.0,          # multiplies image counts and iterations
-    'data': {'source': {'num_classes': 6, 'images_per_class': 40, 'image_size': 64},
-             'target': {'num_classes': 3, 'num_train': 16, 'num_test': 48, 'image_size': 64}},
+    'data': {'source': {'num_classes': 6, 'images_per_class': 40, 'image_size': 48},
+             'target': {'num_classes': 3, 'num_train': 16, 'num_test': 48, 'image_size': 48}},
     'classifiers': [
         {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml'},
         {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml'},
@@ -45,8 +45,9 @@ DEFAULTS = {
     'classifier_iters': 150,
     'backbone_classifier': 'resnet18_vd',   # its weights initialise the segmentation backbone
     'pseudo_labels': 'configs/benchmark/pseudo_labels.yml',
-    'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 200},
-    'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 80},
+    'pseudo_label_overrides': {},            # merged into that config, e.g. explainer settings
+    'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 80, 'batch_size': 8},
+    'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 50, 'batch_size': 8},
     'examples': 4,
 }
 INITS = {
@@ -130,7 +131,7 @@ class Benchmark:
                 'label': entry['label'], 'name': cls_cfg['model']['name'],
                 'weights': report['weights'], 'num_classes': len(self.source['class_names']),
                 'input_size': cls_cfg['model'].get('input_size', self.cfg['data']['source']['image_size']),
-                'train_accuracy': report.get('train_accuracy'), 'val_accuracy': report.get('val_accuracy')})
+                'train_accuracy': report.get('train_acc_eval'), 'val_accuracy': report.get('val_acc')})
         self.results['classifiers'] = self.classifiers
 
     # 3 ---------------------------------------------------------------
@@ -145,6 +146,7 @@ class Benchmark:
             'seed': self.cfg['seed'],
             'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
             'output': {'pssl_root': self.label_root}})
+        gen_cfg = _merge(gen_cfg, self.cfg['pseudo_label_overrides'])
         gen_cfg['classifiers'] = [
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
@@ -203,12 +205,13 @@ class Benchmark:
         save_backbone_from_classifier(chosen[0]['weights'], ResNet18_vd(output_stride=8), path)
         self.backbone_weights = path
 
-    def _train(self, base, overrides, save_dir, iters, seed, evaluate=False):
+    def _train(self, base, overrides, save_dir, iters, seed, evaluate=False, batch_size=None):
         from ..tools_impl import train_main, val_main
         cfg_path = _write_yaml(os.path.join(save_dir + '.yml'), _merge({'_base_': _repo_path(base)}, overrides))
         if os.path.isdir(save_dir):
             shutil.rmtree(save_dir)
-        train_main(['-c', cfg_path, '--iters', str(iters), '--save_interval', str(iters),
+        extra = ['--batch_size', str(batch_size)] if batch_size else []
+        train_main(['-c', cfg_path, *extra, '--iters', str(iters), '--save_interval', str(iters),
                     '--log_iters', str(max(iters // 10, 1)), '--use_vdl', '--seed', str(seed),
                     '--save_dir', save_dir])
         weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
@@ -227,7 +230,8 @@ class Benchmark:
                 {'model': {'backbone': {'pretrained': self.backbone_weights}},
                  'train_dataset': {'imagenet_root': self.source['image_root'], 'pssl_root': self.label_root,
                                    'use_confidence': use_conf}},
-                os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'])
+                os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'],
+                batch_size=self.cfg['pretrain']['batch_size'])
 
     # 6 ---------------------------------------------------------------
     def finetune(self):
@@ -244,7 +248,7 @@ class Benchmark:
         for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
             result = self._train(self.cfg['finetune']['config'], _merge(base, override),
                                  os.path.join(self.out, 'finetune', f'{key}_seed{seed}'), iters, seed,
-                                 evaluate=True)
+                                 evaluate=True, batch_size=self.cfg['finetune']['batch_size'])
             runs.setdefault(key, []).append(dict(result, seed=seed))
         self.results['finetune'] = {
             key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),

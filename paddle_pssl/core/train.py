@@ -16,6 +16,10 @@ even with PaddleSeg's own CrossEntropyLoss. The hook returns [1]-shaped losses.
 import importlib
 import types
 
+import paddle
+
+from ..utils.errors import PSSLError
+
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
 
@@ -63,6 +67,13 @@ def attach_pixel_weight_hook(model):
 
 def train(model, train_dataset, **kwargs):
     """Same arguments as ``paddleseg.core.train``."""
+    batch_size = kwargs.get('batch_size', 2)
+    nranks = paddle.distributed.ParallelEnv().nranks
+    if len(train_dataset) < batch_size * nranks:
+        # PaddleSeg drops the last incomplete batch: with no full batch its
+        # loop would spin forever without training.
+        raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
+                        f'batch_size {batch_size} x {nranks} device(s): no full batch')
     attached = attach_pixel_weight_hook(model)
     try:
         seg_train_module.train(model, train_dataset, **kwargs)

@@ -8,9 +8,12 @@ channel weights = spatial mean of d score / d features, map =
 ``ReLU(mean_k weight_k * f_k)``. For a GAP + linear head and ``gradient_of='logit'``
 GradCAM is CAM / (C * h * w) after the ReLU, so the normalised maps coincide.
 
-Normalisation (default ``'relu_max'``): negative part to 0, bilinear upsampling
-to the input size, division by the map's max. Options: ``'minmax'``,
-``'abs_max'``, ``'percentile'``, or ``None`` for raw (upsampled) maps.
+Both maps get their ReLU at feature resolution, then bilinear upsampling to
+the input size (ReLU and upsampling do not commute; this is the order of
+InterpretDL's GradCAM and of pytorch-grad-cam). CAM's ``relu=False`` keeps the
+signed map. Normalisation (default ``'relu_max'``): division by the map's max.
+Options: ``'minmax'``, ``'abs_max'``, ``'percentile'``, or ``None`` for the raw
+upsampled maps.
 """
 import numpy as np
 
@@ -22,9 +25,10 @@ class CAMExplainer(Explainer):
 
     name = "cam"
 
-    def __init__(self, spec, include_bias=False, **kwargs):
+    def __init__(self, spec, include_bias=False, relu=True, **kwargs):
         super().__init__(spec, **kwargs)
         self.include_bias = include_bias
+        self.relu = relu
 
     def raw(self, images, targets, shared=None, seeds=None):
         shared = shared or self.runner.feature_pass(images)
@@ -36,6 +40,8 @@ class CAMExplainer(Explainer):
         cams = np.einsum("nchw,cn->nhw", feats, weight[:, targets])
         if self.include_bias and bias is not None:
             cams = cams + bias[targets].reshape(-1, 1, 1)
+        if self.relu:
+            cams = np.maximum(cams, 0)
         return upsample(cams, images.shape[2:])
 
 

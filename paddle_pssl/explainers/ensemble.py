@@ -12,8 +12,8 @@ import time
 
 from .base import ClassifierSpec, ModelRunner, as_batch
 
-# explainers that read the clean forward
-_USES_FEATURES = {"cam", "gradcam", "lime"}
+# explainers that need the clean forward (LIME reuses it when it exists)
+_USES_FEATURES = {"cam", "gradcam"}
 
 
 class ExplainerEnsemble:
@@ -22,19 +22,27 @@ class ExplainerEnsemble:
     explainers: a list of names, or ``{name: options}`` (options as for
     :func:`build_explainer`); ``**common`` options go to every explainer that
     accepts them (e.g. ``seed``).
+    engine: ``'dygraph'`` or ``'inference'`` (forward-only passes through
+    Paddle Inference, see :class:`~paddle_pssl.explainers.base.ModelRunner`);
+    an explainer's own ``engine`` option overrides it for that explainer.
     """
 
-    def __init__(self, spec: ClassifierSpec, explainers=("cam", "gradcam", "smoothgrad", "lime"), **common):
+    def __init__(self, spec: ClassifierSpec, explainers=("cam", "gradcam", "smoothgrad", "lime"), engine="dygraph",
+                 cpu_threads=None, **common):
         from . import build_explainer  # the registry lives in the package
 
         if not isinstance(explainers, dict):
             explainers = {name: {} for name in explainers}
         self.spec = spec
-        self.runner = ModelRunner(spec)
+        self.runner = ModelRunner(spec, engine=engine, cpu_threads=cpu_threads)
         self.explainers = {}
         for name, options in explainers.items():
-            self.explainers[name] = build_explainer(name, spec, runner=self.runner,
-                                                    _common=common, **(options or {}))
+            options = dict(options or {})
+            runner = self.runner
+            if options.get("engine", engine) != engine:  # e.g. lime: {engine: inference}
+                runner = ModelRunner(spec, engine=options.pop("engine"), cpu_threads=cpu_threads)
+            options.pop("engine", None)
+            self.explainers[name] = build_explainer(name, spec, runner=runner, _common=common, **options)
         self.last_timings = {}
 
     def __call__(self, images, targets, seeds=None):

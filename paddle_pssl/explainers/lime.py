@@ -111,7 +111,7 @@ class LIMEExplainer(Explainer):
     def reseed(self, seed):
         self._lime_base.random_state = np.random.RandomState(seed)
 
-    # -- preparation: uint8 image, superpixels, the two images rows mix -------
+    # -- preparation: superpixels and the two images every perturbed row mixes --
     def _prepare_one(self, image_u8):
         segments = np.asarray(self.segment_fn(image_u8))
         kept = apply_lut(self._lut, image_u8)

@@ -154,11 +154,9 @@ def image_seed(seed, rel):
 
 def _classifier_spec(classifier):
     from ..explainers import ClassifierSpec
-    fc = classifier.fc_layer
     return ClassifierSpec(
         model=classifier.model, feature_layer=classifier.feature_layer_name,
-        fc_weight=None if fc is None else fc.weight.numpy(),
-        fc_bias=None if fc is None or fc.bias is None else fc.bias.numpy(),
+        fc_layer=classifier.fc_layer,   # read live by CAM
         mean=[m / 255.0 for m in classifier.mean], std=[s / 255.0 for s in classifier.std])
 
 
@@ -218,8 +216,20 @@ class PseudoLabelGenerator:
         explainers = self.cfg['explainers']
         if isinstance(explainers, (list, tuple)):
             explainers = {name: {} for name in explainers}
-        self._ensembles = [ExplainerEnsemble(spec, explainers, seed=self.cfg['seed'])
-                           for _, _, spec in self._classifiers]
+        self._ensembles = []
+        self.dropped = {}
+        for label, classifier, spec in self._classifiers:
+            own = dict(explainers)
+            if 'cam' in own and classifier.fc_layer is None:
+                # the exact CAM needs global pooling + one linear layer at the end
+                own.pop('cam')
+                self.dropped[label] = ['cam']
+                from paddleseg.utils import logger
+                logger.warning(f'{label}: no exact CAM (its head is not pooling + linear); '
+                               f'using its other explainers')
+            if not own:
+                raise PSSLError(f'{label}: none of the configured explainers applies')
+            self._ensembles.append(ExplainerEnsemble(spec, own, seed=self.cfg['seed']))
 
     def explain(self, images_rgb, class_ids, seeds):
         """{'<classifier>/<explainer>': [maps at each image's size]} for a batch."""
@@ -354,6 +364,7 @@ class PseudoLabelGenerator:
             'versions': _versions(), 'images_in_source': len(self.items),
             'labels': len(done), 'skipped': skipped,
             'per_image_statistics': 'stats/shard-*-of-*.jsonl',
+            'explainers_not_applicable': getattr(self, 'dropped', {}),
             'format': 'paddle_pssl.pseudo_labels.store',
         }
         atomic_write_text(os.path.join(self.root, store.MANIFEST), json.dumps(manifest, indent=1))

@@ -1,0 +1,12 @@
+"""Classifier training (plain GAP cross-entropy or with the HFPL losses) for
+the classifiers whose explanations become PSSL labels; see :mod:`.train`."""
+from paddle_pssl import _zlib_first  # noqa: F401  before paddle
+
+from .dataset import (ClassificationSet, load_classification_set,  # noqa: E402
+                      split_train_val)
+from .train import (DEFAULTS, RESULT_FILE, cam_logits, evaluate_accuracy,  # noqa: E402
+                    merge_config, train_classifier, train_cls_main)
+
+__all__ = ['ClassificationSet', 'DEFAULTS', 'RESULT_FILE', 'cam_logits',
+           'evaluate_accuracy', 'load_classification_set', 'merge_config',
+           'split_train_val', 'train_classifier', 'train_cls_main']

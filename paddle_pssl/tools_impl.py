@@ -84,6 +84,7 @@ def val_main(argv=None):
     p.add_argument('--is_slide', action='store_true')
     p.add_argument('--crop_size', nargs=2, type=int, default=None)
     p.add_argument('--stride', nargs=2, type=int, default=None)
+    p.add_argument('--save_json', default=None, help='also write mIoU, Acc, class IoU, Kappa here')
     args = p.parse_args(argv)
 
     from paddleseg.core import evaluate
@@ -101,7 +102,16 @@ def val_main(argv=None):
                        flip_vertical=args.flip_vertical)
     if args.is_slide:
         test_config.update(is_slide=True, crop_size=args.crop_size, stride=args.stride)
-    return evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
+    result = evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
+    if args.save_json:
+        import json
+        from .utils.io import atomic_write_text
+        miou, acc, class_iou, class_precision, kappa = result
+        atomic_write_text(args.save_json, json.dumps({
+            'miou': float(miou), 'acc': float(acc), 'kappa': float(kappa),
+            'class_iou': [float(v) for v in class_iou],
+            'class_precision': [float(v) for v in class_precision]}, indent=1))
+    return result
 
 
 def predict_main(argv=None):

@@ -325,3 +325,15 @@ def test_preprocess_and_synsets(tmp_path):
     (tmp_path / "bad.txt").write_text("\n".join(ids[:999]))
     with pytest.raises(ValueError):
         read_synsets(tmp_path / "bad.txt")
+
+
+def test_trained_k_class_lite_head_survives_a_reload(tmp_path):
+    import numpy as np
+    import paddle
+
+    from paddle_pssl.classifiers import build_classifier
+    first = build_classifier('efficientnet_lite0', weights='random', num_classes=5)
+    path = str(tmp_path / 'lite5.pdparams')
+    paddle.save(first.model.state_dict(), path)
+    again = build_classifier('efficientnet_lite0', weights=path, num_classes=5)
+    np.testing.assert_array_equal(first.fc_weight(), again.fc_weight())

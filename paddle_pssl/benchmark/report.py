@@ -50,37 +50,49 @@ def _figure(results, examples, path):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    expl = sorted(examples[0][1]) if examples else []
-    cols = 1 + len(expl) + 3
-    rows = len(examples) + 1
-    fig = plt.figure(figsize=(2.0 * cols, 2.0 * rows + 1.5))
-    for r, (item, maps, mask, gt) in enumerate(examples):
-        image = cv2.cvtColor(cv2.imread(item.image_path), cv2.COLOR_BGR2RGB)
-        panels = [('image', image)] + [(e, maps[e]) for e in expl] + [
-            ('consensus', np.mean([maps[e] for e in expl], 0)), ('pseudo mask', mask), ('true mask', gt)]
+    from matplotlib.gridspec import GridSpec
+
+    from .run import INITS
+    explainers = sorted(examples[0][1]) if examples else []
+    cols = max(1 + len(explainers) + 3, 4)
+    rows = len(examples)
+    fig = plt.figure(figsize=(1.6 * cols, 1.7 * rows + 3.4))
+    grid = GridSpec(rows + 1, cols, figure=fig, height_ratios=[1] * rows + [2.2],
+                    hspace=0.35, wspace=0.08, left=0.03, right=0.99, top=0.95, bottom=0.08)
+    for r, (image_path, maps, mask, gt) in enumerate(examples):
+        image = cv2.cvtColor(cv2.imread(image_path), cv2.COLOR_BGR2RGB)
+        panels = [('image', image)] + [(e, maps[e]) for e in explainers] + [
+            ('consensus', np.mean([maps[e] for e in explainers], 0)), ('pseudo mask', mask),
+            ('true mask', gt)]
         for c, (title, panel) in enumerate(panels):
-            ax = fig.add_subplot(rows, cols, r * cols + c + 1)
-            ax.imshow(panel, cmap=None if panel.ndim == 3 else 'jet' if 'mask' not in title else 'gray',
-                      vmin=0, vmax=1 if panel.ndim == 2 else None)
+            ax = fig.add_subplot(grid[r, c])
+            if panel.ndim == 3:
+                ax.imshow(panel)
+            else:
+                ax.imshow(panel, cmap='gray' if 'mask' in title else 'jet', vmin=0, vmax=1)
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=8)
-    from .run import INITS
+                ax.set_title(title, fontsize=9)
+    half = cols // 2
     ft = results.get('finetune', {})
-    ax = fig.add_subplot(rows, 2, (rows - 1) * 2 + 1)
     keys = [k for k in INITS if k in ft]
+    ax = fig.add_subplot(grid[rows, :half - 1] if half > 1 else grid[rows, 0])
     ax.bar(range(len(keys)), [ft[k]['miou_mean'] for k in keys], yerr=[ft[k]['miou_std'] for k in keys],
-           color=['#999999', '#6699cc', '#cc6633', '#dd9944'][:len(keys)])
-    ax.set_xticks(range(len(keys)), [k.split('_')[0] + ')' for k in keys])
+           color=['#999999', '#6699cc', '#cc6633', '#dd9944'][:len(keys)], capsize=3)
+    ax.set_xticks(range(len(keys)), [INITS[k].split(' ')[0] for k in keys])
     ax.set_ylabel('target test mIoU'), ax.set_ylim(0, 1)
+    ax.set_title('fine-tuning (mean ± std over seeds)', fontsize=9)
     pl = results.get('pseudo_labels', {}).get('by_group', {})
-    ax = fig.add_subplot(rows, 2, (rows - 1) * 2 + 2)
     names = [k for k in pl if k.startswith(('explainer', 'classifier', 'ensemble'))]
+    ax = fig.add_subplot(grid[rows, half + 1:])
     ax.barh(range(len(names)), [pl[k]['miou'] for k in names], color='#669966')
+    chance = results.get('pseudo_labels', {}).get('chance', {}).get('miou')
+    if chance is not None:
+        ax.axvline(chance, color='k', linestyle='--', linewidth=1, label='chance')
+        ax.legend(fontsize=7, loc='lower right')
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel('pseudo-label mIoU'), ax.set_xlim(0, 1)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=80, format='png'), suffix='.png')
+    ax.set_xlabel('pseudo-label mIoU on the source set'), ax.set_xlim(0, 1)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format='png'), suffix='.png')
     plt.close(fig)
 
 

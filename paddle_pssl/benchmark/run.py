@@ -14,12 +14,18 @@ and configs:
    (c') PSSL pre-training (pixel-weighted), over several seeds, and evaluate
    (tools/val.py logic) on the held-out test split;
 6. write results.md, results.json and figure.png.
+
+Paddle computes on one thread here, so independent jobs (the classifiers, the
+label shards, the two pre-trainings, the fine-tuning runs) run as ``workers``
+processes of the project's CLIs at once; each job's log is under ``logs/``.
 """
 import copy
 import itertools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -39,16 +45,18 @@ DEFAULTS = {
     'data': {'source': {'num_classes': 6, 'images_per_class': 40, 'image_size': 48},
              'target': {'num_classes': 3, 'num_train': 16, 'num_test': 48, 'image_size': 48}},
     'classifiers': [
-        {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml'},
-        {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml'},
+        {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml', 'iters': 40},
+        {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml',
+         'iters': 60},
     ],
-    'classifier_iters': 150,
+    'classifier_iters': None,   # None: each classifier entry's iters
     'backbone_classifier': 'resnet18_vd',   # its weights initialise the segmentation backbone
     'pseudo_labels': 'configs/benchmark/pseudo_labels.yml',
     'pseudo_label_overrides': {},            # merged into that config, e.g. explainer settings
     'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 80, 'batch_size': 8},
     'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 50, 'batch_size': 8},
     'examples': 4,
+    'workers': 2,          # processes at once (Paddle uses one core per process here)
 }
 INITS = {
     'a_random': '(a) random init',
@@ -79,6 +87,42 @@ def _write_yaml(path, dic):
 
 def _repo_path(path):
     return path if os.path.isabs(path) else os.path.join(REPO, path)
+
+
+def run_jobs(jobs, workers, log_dir):
+    """Run ``jobs`` ({name: [argv, argv, ...]}, each argv a command run in
+    order) with at most ``workers`` processes at once; stop at the first
+    failure with one line naming the job's log."""
+    os.makedirs(log_dir, exist_ok=True)
+    pending = list(jobs.items())
+    running = {}
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+
+    def start(name, commands):
+        log = open(os.path.join(log_dir, f'{name}.log'), 'a')
+        proc = subprocess.Popen([sys.executable, *commands[0]], stdout=log, stderr=subprocess.STDOUT,
+                                cwd=REPO, env=env)
+        running[name] = (proc, commands[1:], log)
+
+    try:
+        while pending or running:
+            while pending and len(running) < max(int(workers), 1):
+                start(*pending.pop(0))
+            time.sleep(0.2)
+            for name, (proc, rest, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                if proc.returncode != 0:
+                    raise PSSLError(f"benchmark job {name} failed (exit {proc.returncode}); "
+                                    f"see {os.path.join(log_dir, name + '.log')}")
+                if rest:
+                    start(name, rest)
+    finally:
+        for proc, _, log in running.values():
+            proc.kill()
+            log.close()
 
 
 class Benchmark:
@@ -116,27 +160,35 @@ class Benchmark:
 
     # 2 ---------------------------------------------------------------
     def train_classifiers(self):
-        from ..classification.train import train_classifier
-        from ..tools_impl import _load_plain_config
+        jobs, dirs = {}, {}
+        for entry in self.cfg['classifiers']:
+            save_dir = os.path.join(self.out, 'classifiers', entry['label'])
+            if os.path.isdir(save_dir):
+                shutil.rmtree(save_dir)
+            iters = self.cfg['classifier_iters'] or entry.get('iters')
+            argv = ['tools/train_cls.py', '-c', _repo_path(entry['config']), '--save_dir', save_dir,
+                    '--seed', str(self.cfg['seed']), '--use_vdl']
+            if iters:
+                argv += ['--iters', str(_scaled(iters, self.cfg['scale']))]
+            argv += ['--opts', f"train_dataset.image_root={self.source['image_root']}",
+                     f"train_dataset.synsets={self.source['synsets']}"]
+            jobs[f"classifier_{entry['label']}"] = [argv]
+            dirs[entry['label']] = save_dir
+        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
         self.classifiers = []
         for entry in self.cfg['classifiers']:
-            cls_cfg = _load_plain_config(_repo_path(entry['config']), None)
-            cls_cfg = _merge(cls_cfg, {'seed': self.cfg['seed'],
-                                       'iters': _scaled(self.cfg['classifier_iters'], self.cfg['scale']),
-                                       'train_dataset': {'image_root': self.source['image_root'],
-                                                         'synsets': self.source['synsets']}})
-            save_dir = os.path.join(self.out, 'classifiers', entry['label'])
-            report = train_classifier(cls_cfg, save_dir, use_vdl=True)
+            with open(os.path.join(dirs[entry['label']], 'train_cls.json')) as f:
+                report = json.load(f)
             self.classifiers.append({
-                'label': entry['label'], 'name': cls_cfg['model']['name'],
-                'weights': report['weights'], 'num_classes': len(self.source['class_names']),
-                'input_size': cls_cfg['model'].get('input_size', self.cfg['data']['source']['image_size']),
+                'label': entry['label'], 'name': report['config']['model']['name'],
+                'weights': report['weights'], 'num_classes': report['num_classes'],
+                'input_size': report['config']['model']['input_size'], 'iters': report['iters'],
                 'train_accuracy': report.get('train_acc_eval'), 'val_accuracy': report.get('val_acc')})
         self.results['classifiers'] = self.classifiers
 
     # 3 ---------------------------------------------------------------
     def generate_labels(self):
-        from ..pseudo_labels.generate import PseudoLabelGenerator
+        from ..pseudo_labels.generate import PseudoLabelGenerator, list_source
         from ..tools_impl import _load_plain_config
         gen_cfg = _load_plain_config(_repo_path(self.cfg['pseudo_labels']), None)
         self.label_root = os.path.join(self.out, 'labels')
@@ -151,45 +203,57 @@ class Benchmark:
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
         self.label_cfg = gen_cfg
-        rule = (gen_cfg['consensus']['threshold'], gen_cfg['consensus']['value'])
-        gen = PseudoLabelGenerator(gen_cfg, self.cfg['pseudo_labels'])
-        counters, examples = {}, []
+        cfg_path = _write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
+        workers = max(int(self.cfg['workers']), 1)
+        scores = [os.path.join(self.out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
+        os.makedirs(os.path.dirname(scores[0]), exist_ok=True)
+        run_jobs({f'labels_shard{i}': [['-m', 'paddle_pssl.benchmark.label_shard', cfg_path,
+                                        self.source['gt_root'], f'{i}/{workers}', scores[i],
+                                        str(self.cfg['examples'] if i == 0 else 0)]]
+                  for i in range(workers)}, workers, os.path.join(self.out, 'logs'))
+        PseudoLabelGenerator(gen_cfg, cfg_path).finalize()
+        counters, written, dropped = {}, 0, {}
+        for path in scores:
+            with open(path) as f:
+                shard = json.load(f)
+            written += shard['counts']['written']
+            dropped.update(shard['dropped'])
+            for name, g in shard['groups'].items():
+                ctr = counters.setdefault(name, IoUCounter())
+                for cid, v in g['inter'].items():
+                    ctr.inter[int(cid)] = ctr.inter.get(int(cid), 0) + v
+                for cid, v in g['union'].items():
+                    ctr.union[int(cid)] = ctr.union.get(int(cid), 0) + v
+                ctr.fg_inter += g['fg_inter']
+                ctr.fg_union += g['fg_union']
+                ctr.images += g['images']
         gt_root = self.source['gt_root']
-
-        def score(item, image_maps, mask):
-            gt = read_gt_mask(gt_path(gt_root, item.rel), mask.shape)
-            keys = sorted(image_maps)
-            groups = {k: [k] for k in keys}
-            clfs = sorted({k.split('/')[0] for k in keys})
-            expls = sorted({k.split('/')[1] for k in keys})
-            for c in clfs:
-                groups[f'classifier {c}'] = [k for k in keys if k.startswith(c + '/')]
-            for e in expls:
-                groups[f'explainer {e}'] = [k for k in keys if k.endswith('/' + e)]
-            for name, group in groups.items():
-                _, sub_mask, _ = cons.make_pseudo_label([image_maps[k] for k in group], None,
-                                                        gen_cfg['consensus']['renormalize'], *rule)
-                counters.setdefault(name, IoUCounter()).add(sub_mask, gt, item.class_id)
-            counters.setdefault('ensemble consensus', IoUCounter()).add(mask, gt, item.class_id)
-            if len(examples) < self.cfg['examples'] and item.rel.endswith(('_0', '_0.png')):
-                examples.append((item, {e: np.mean([image_maps[k] for k in groups[f'explainer {e}']], 0)
-                                        for e in expls}, mask, gt))
-
-        counts = gen.run(progress=False, on_maps=score)
         store_quality = evaluate_store(self.label_root, gt_root)
-        # chance: a mask of the same foreground share placed at random
+        # chance: a random mask with each image's true foreground share
         rng = np.random.default_rng(0)
         chance = IoUCounter()
-        for item in gen.items:
+        items, _ = list_source(self.source['image_root'], None, self.source['synsets'])
+        for item in items:
             gt = read_gt_mask(gt_path(gt_root, item.rel))
             chance.add(rng.uniform(size=gt.shape) < gt.mean(), gt, item.class_id)
         self.results['pseudo_labels'] = {
-            'rule': list(rule), 'written': counts['written'],
+            'rule': [gen_cfg['consensus']['threshold'], gen_cfg['consensus']['value']],
+            'written': written, 'explainers_not_applicable': dropped,
             'by_group': {k: {'miou': v.result()['miou'], 'fg_iou': v.result()['fg_iou']}
                          for k, v in counters.items()},
             'store': {'miou': store_quality['miou'], 'fg_iou': store_quality['fg_iou']},
             'chance': {'miou': chance.result()['miou'], 'fg_iou': chance.result()['fg_iou']}}
-        self.examples = examples
+        self.examples = []
+        examples_path = scores[0][:-5] + '.examples.npz'
+        if os.path.isfile(examples_path):
+            saved = np.load(examples_path)
+            explainers = sorted(k.split(' ', 1)[1] for k in counters if k.startswith('explainer '))
+            n = 0
+            while f'{n}_maps' in saved:
+                self.examples.append((os.path.join(self.source['image_root'], str(saved[f'{n}_rel'])),
+                                      dict(zip(explainers, saved[f'{n}_maps'])), saved[f'{n}_mask'],
+                                      saved[f'{n}_gt']))
+                n += 1
 
     # 4 ---------------------------------------------------------------
     def backbone_init(self):
@@ -205,33 +269,33 @@ class Benchmark:
         save_backbone_from_classifier(chosen[0]['weights'], ResNet18_vd(output_stride=8), path)
         self.backbone_weights = path
 
-    def _train(self, base, overrides, save_dir, iters, seed, evaluate=False, batch_size=None):
-        from ..tools_impl import train_main, val_main
-        cfg_path = _write_yaml(os.path.join(save_dir + '.yml'), _merge({'_base_': _repo_path(base)}, overrides))
+    def _job(self, base, overrides, save_dir, iters, seed, batch_size, evaluate=False):
+        """Commands (tools/train.py, then tools/val.py) for one training run."""
+        cfg_path = _write_yaml(save_dir + '.yml', _merge({'_base_': _repo_path(base)}, overrides))
         if os.path.isdir(save_dir):
             shutil.rmtree(save_dir)
-        extra = ['--batch_size', str(batch_size)] if batch_size else []
-        train_main(['-c', cfg_path, *extra, '--iters', str(iters), '--save_interval', str(iters),
-                    '--log_iters', str(max(iters // 10, 1)), '--use_vdl', '--seed', str(seed),
-                    '--save_dir', save_dir])
         weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
-        if not evaluate:
-            return weights
-        miou, acc, class_iou, _, kappa = val_main(['-c', cfg_path, '--model_path', weights])
-        return {'miou': float(miou), 'acc': float(acc), 'class_iou': [float(v) for v in class_iou]}
+        commands = [['tools/train.py', '-c', cfg_path, '--batch_size', str(batch_size), '--iters', str(iters),
+                     '--save_interval', str(iters), '--log_iters', str(max(iters // 10, 1)), '--use_vdl',
+                     '--seed', str(seed), '--save_dir', save_dir]]
+        if evaluate:
+            commands.append(['tools/val.py', '-c', cfg_path, '--model_path', weights,
+                             '--save_json', save_dir + '.metrics.json'])
+        return commands, weights
 
     # 5 ---------------------------------------------------------------
     def pretrain(self):
         iters = _scaled(self.cfg['pretrain']['iters'], self.cfg['scale'])
-        self.pretrained = {}
+        self.pretrained, jobs = {}, {}
         for key, use_conf in (('c_pssl_class_weighted', False), ('c_pssl_pixel_weighted', True)):
-            self.pretrained[key] = self._train(
+            jobs[f'pretrain_{key}'], self.pretrained[key] = self._job(
                 self.cfg['pretrain']['config'],
                 {'model': {'backbone': {'pretrained': self.backbone_weights}},
                  'train_dataset': {'imagenet_root': self.source['image_root'], 'pssl_root': self.label_root,
                                    'use_confidence': use_conf}},
                 os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'],
-                batch_size=self.cfg['pretrain']['batch_size'])
+                self.cfg['pretrain']['batch_size'])
+        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
 
     # 6 ---------------------------------------------------------------
     def finetune(self):
@@ -244,12 +308,18 @@ class Benchmark:
                  'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
                  'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
                  'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
-        runs = {}
+        jobs, metrics = {}, {}
         for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
-            result = self._train(self.cfg['finetune']['config'], _merge(base, override),
-                                 os.path.join(self.out, 'finetune', f'{key}_seed{seed}'), iters, seed,
-                                 evaluate=True, batch_size=self.cfg['finetune']['batch_size'])
-            runs.setdefault(key, []).append(dict(result, seed=seed))
+            save_dir = os.path.join(self.out, 'finetune', f'{key}_seed{seed}')
+            jobs[f'finetune_{key}_seed{seed}'], _ = self._job(
+                self.cfg['finetune']['config'], _merge(base, override), save_dir, iters, seed,
+                self.cfg['finetune']['batch_size'], evaluate=True)
+            metrics[(key, seed)] = save_dir + '.metrics.json'
+        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
+        runs = {}
+        for (key, seed), path in metrics.items():
+            with open(path) as f:
+                runs.setdefault(key, []).append(dict(json.load(f), seed=seed))
         self.results['finetune'] = {
             key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
                   'miou_std': float(np.std([r['miou'] for r in rs])), 'runs': rs}

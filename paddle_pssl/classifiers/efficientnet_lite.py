@@ -270,7 +270,11 @@ def efficientnet_lite(name="efficientnet_lite0", pretrained=True, num_classes=10
             else efficientnet_lite_weights_path(name)
         load_fc = num_classes == 1000
         if path.endswith(".pdparams"):
-            load_pdparams_strict(model, path, skip_prefixes=() if load_fc else ("_fc.",))
+            # a .pdparams we trained has its own K-class head: keep it when it fits
+            import paddle
+            saved_fc = paddle.load(path).get("_fc.weight")
+            fits = saved_fc is not None and list(saved_fc.shape) == list(model.fc.weight.shape)
+            load_pdparams_strict(model, path, skip_prefixes=() if load_fc or fits else ("_fc.",))
         else:
             load_torch_efficientnet_lite_weights(
                 model, load_torch_state_dict(path), load_fc=load_fc, source=path)

@@ -1,0 +1,54 @@
+"""A tiny version of the whole benchmark pipeline, through the project's CLIs."""
+import json
+import os
+
+import pytest
+
+from paddle_pssl.benchmark import run_benchmark
+from paddle_pssl.benchmark.run import INITS
+from paddle_pssl.tools_impl import _load_plain_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench')
+    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    run_benchmark(cfg, str(out), log=lambda *a: None)
+    return out
+
+
+def test_table_has_every_row_and_valid_mious(results):
+    res = json.load(open(results / 'results.json'))
+    assert set(res['finetune']) == set(INITS)
+    for row in res['finetune'].values():
+        assert 0.0 <= row['miou_mean'] <= 1.0 and len(row['runs']) == 1
+    groups = res['pseudo_labels']['by_group']
+    for name in ('ensemble consensus', 'explainer cam', 'explainer gradcam', 'explainer smoothgrad',
+                 'explainer lime', 'classifier resnet18_vd', 'classifier mobilenetv3_small',
+                 'resnet18_vd/cam', 'mobilenetv3_small/gradcam'):
+        assert name in groups, name
+    for g in groups.values():
+        assert 0.0 <= g['miou'] <= 1.0 and 0.0 <= g['fg_iou'] <= 1.0
+    table = open(results / 'results.md').read()
+    for label in INITS.values():
+        assert label in table
+    assert 'chance' in table and (results / 'figure.png').stat().st_size > 10000
+
+
+def test_pseudo_labels_beat_chance(results):
+    res = json.load(open(results / 'results.json'))
+    chance = res['pseudo_labels']['chance']['miou']
+    assert res['pseudo_labels']['store']['miou'] > chance + 0.03
+    best = max(g['miou'] for g in res['pseudo_labels']['by_group'].values())
+    assert best > chance + 0.1
+    # the store the generator wrote scores the same as the consensus scored in flight
+    assert res['pseudo_labels']['store']['miou'] == pytest.approx(
+        res['pseudo_labels']['by_group']['ensemble consensus']['miou'], abs=1e-9)
+
+
+def test_runs_leave_labels_checkpoints_and_logs(results):
+    assert (results / 'labels' / 'train.txt').is_file()
+    assert (results / 'pretrain' / 'c_pssl_pixel_weighted' / 'iter_6' / 'model.pdparams').is_file()
+    assert any(name.startswith('vdlrecords') for name in os.listdir(results / 'finetune' / 'a_random_seed0'))

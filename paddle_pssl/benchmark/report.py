@@ -34,6 +34,13 @@ def _md(results):
                      f"{pl['store']['fg_iou']:.3f} |")
         lines.append(f"| chance (random mask, true foreground share) | {pl['chance']['miou']:.3f} | "
                      f"{pl['chance']['fg_iou']:.3f} |")
+    for name, table in results.get('extensions', {}).items():
+        lines += ['', f"## {table.get('title', name)}", '',
+                  '| ' + ' | '.join(table['header']) + ' |', '|' + '---|' * len(table['header'])]
+        for row in table['rows']:
+            lines.append('| ' + ' | '.join(f'{v:.3f}' if isinstance(v, float) else str(v) for v in row) + ' |')
+        if table.get('note'):
+            lines += ['', table['note']]
     if results.get('classifiers'):
         lines += ['', '## Classifiers (source set)', '', '| classifier | train acc | val acc |', '|---|---|---|']
         for c in results['classifiers']:

@@ -57,6 +57,7 @@ DEFAULTS = {
     'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 50, 'batch_size': 8},
     'examples': 4,
     'workers': 2,          # processes at once (Paddle uses one core per process here)
+    'extensions': [],      # e.g. [pmm, hfpl, mm_tuning]: paddle_pssl/benchmark/ext_<name>.py
 }
 INITS = {
     'a_random': '(a) random init',
@@ -325,6 +326,18 @@ class Benchmark:
                   'miou_std': float(np.std([r['miou'] for r in rs])), 'runs': rs}
             for key, rs in runs.items()}
 
+    def run_extension(self, name):
+        """``paddle_pssl.benchmark.ext_<name>.run(benchmark)`` returns
+        ``{'title', 'header', 'rows', 'note'}`` (a table for results.md); it may
+        reuse this run's data, classifiers, labels and checkpoints and run jobs
+        with :func:`run_jobs` and :meth:`_job`."""
+        import importlib
+        try:
+            module = importlib.import_module(f'paddle_pssl.benchmark.ext_{name}')
+        except ModuleNotFoundError:
+            raise PSSLError(f'benchmark extension {name!r}: no paddle_pssl/benchmark/ext_{name}.py')
+        self.results.setdefault('extensions', {})[name] = module.run(self)
+
     def run(self):
         os.makedirs(self.out, exist_ok=True)
         started = time.time()
@@ -334,6 +347,8 @@ class Benchmark:
         self._step('backbone from classifier', self.backbone_init)
         self._step('PSSL pre-training', self.pretrain)
         self._step('fine-tuning', self.finetune)
+        for name in self.cfg['extensions']:
+            self._step(f'extension {name}', lambda n=name: self.run_extension(n))
         self.timings['total'] = round(time.time() - started, 1)
         self.results['timings_s'] = self.timings
         from .report import write_report

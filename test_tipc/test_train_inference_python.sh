@@ -102,6 +102,14 @@ echo "------------------------ ${MODE} ------------------------" >> "${status_lo
 TIPC_FAILED=0
 
 # func_inference model_dir log_dir image_path: one run per CPU/GPU setting
+# The inference parameters every device shares.
+func_infer_params() {
+    local model_dir=$1 batch_size=$2 img_dir=$3 precision=$4 save_dir=$5
+    echo "$(func_set_params "${infer_model_key}" "${model_dir}") $(func_set_params "${batch_size_key}" "${batch_size}")" \
+         "$(func_set_params "${image_dir_key}" "${img_dir}") $(func_set_params "${benchmark_key}" "${benchmark_value}")" \
+         "$(func_set_params "${precision_key}" "${precision}") $(func_set_params "${infer_save_key}" "${save_dir}")"
+}
+
 func_inference() {
     local model_dir=$1 log_dir=$2 img_dir=$3
     local device use_mkldnn threads batch_size use_trt precision tag cmd
@@ -116,13 +124,8 @@ func_inference() {
                             tag="python_infer_cpu_usemkldnn_${use_mkldnn}_threads_${threads}_precision_${precision}_batchsize_${batch_size}"
                             cmd="${python} ${inference_py} ${use_gpu_key}=cpu ${use_mkldnn_key}=${use_mkldnn}"
                             cmd+=" $(func_set_params "${cpu_threads_key}" "${threads}")"
-                            cmd+=" $(func_set_params "${infer_model_key}" "${model_dir}")"
-                            cmd+=" $(func_set_params "${batch_size_key}" "${batch_size}")"
-                            cmd+=" $(func_set_params "${image_dir_key}" "${img_dir}")"
-                            cmd+=" $(func_set_params "${benchmark_key}" "${benchmark_value}")"
-                            cmd+=" $(func_set_params "${precision_key}" "${precision}")"
+                            cmd+=" $(func_infer_params "${model_dir}" "${batch_size}" "${img_dir}" "${precision}" "${log_dir}/${tag}_results")"
                             cmd+=" $(func_set_params "${save_log_key}" "${save_log_value}")"
-                            cmd+=" $(func_set_params "${infer_save_key}" "${log_dir}/${tag}_results")"
                             cmd+=" $(func_set_params "${infer_key2}" "${infer_value2}")"
                             IFS=' ' run_step "${cmd}" "${log_dir}/${tag}.log" "${status_log}"
                         done
@@ -137,12 +140,7 @@ func_inference() {
                         tag="python_infer_gpu_usetrt_${use_trt}_precision_${precision}_batchsize_${batch_size}"
                         cmd="${python} ${inference_py} ${use_gpu_key}=gpu"
                         cmd+=" $(func_set_params "${use_trt_key}" "${use_trt}")"
-                        cmd+=" $(func_set_params "${infer_model_key}" "${model_dir}")"
-                        cmd+=" $(func_set_params "${batch_size_key}" "${batch_size}")"
-                        cmd+=" $(func_set_params "${image_dir_key}" "${img_dir}")"
-                        cmd+=" $(func_set_params "${benchmark_key}" "${benchmark_value}")"
-                        cmd+=" $(func_set_params "${precision_key}" "${precision}")"
-                        cmd+=" $(func_set_params "${infer_save_key}" "${log_dir}/${tag}_results")"
+                        cmd+=" $(func_infer_params "${model_dir}" "${batch_size}" "${img_dir}" "${precision}" "${log_dir}/${tag}_results")"
                         IFS=' ' run_step "${cmd}" "${log_dir}/${tag}.log" "${status_log}"
                     done
                 done

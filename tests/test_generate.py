@@ -208,3 +208,17 @@ def test_evaluate_store_against_its_own_masks_is_perfect(full_run, tmp_path):
     result = evaluate_store(str(out), str(gt_root))
     assert result['images'] == 16 and result['miou'] == pytest.approx(1.0)
     assert result['fg_iou'] == pytest.approx(1.0)
+
+
+def test_boundary_f_score_by_hand():
+    from paddle_pssl.pseudo_labels.evaluate import boundary_f_score
+    gt = np.zeros((20, 20), np.uint8)
+    gt[5:15, 5:15] = 1
+    assert boundary_f_score(gt, gt) == pytest.approx(1.0)
+    shifted = np.zeros_like(gt)
+    shifted[6:16, 5:15] = 1          # 1 px off: within tolerance 2
+    assert boundary_f_score(shifted, gt, tolerance=2) == pytest.approx(1.0)
+    far = np.zeros_like(gt)
+    far[0:3, 0:3] = 1
+    assert boundary_f_score(far, gt, tolerance=1) == pytest.approx(0.0)
+    assert boundary_f_score(np.zeros_like(gt), np.zeros_like(gt)) == 1.0

@@ -107,3 +107,13 @@ def write_report(results, examples, out_dir):
     atomic_write_text(os.path.join(out_dir, 'results.json'), json.dumps(results, indent=1, default=str))
     atomic_write_text(os.path.join(out_dir, 'results.md'), _md(results))
     _figure(results, examples, os.path.join(out_dir, 'figure.png'))
+
+
+def append_extension(out_dir, name, table):
+    """Add one extension's table to a finished run's results.json/results.md."""
+    path = os.path.join(out_dir, 'results.json')
+    with open(path) as f:
+        results = json.load(f)
+    results.setdefault('extensions', {})[name] = table
+    atomic_write_text(path, json.dumps(results, indent=1, default=str))
+    atomic_write_text(os.path.join(out_dir, 'results.md'), _md(results))

@@ -87,3 +87,25 @@ def evaluate_store(pssl_root, gt_root):
     if not out['images']:
         raise PSSLError(f'{gt_root}: no ground-truth mask matches a label in {list_path}')
     return out
+
+
+def _boundary(mask):
+    mask = mask.astype(np.uint8)
+    return (mask - cv2.erode(mask, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                             borderValue=0)) > 0
+
+
+def boundary_f_score(pred_mask, gt_mask, tolerance=2):
+    """Contour F-score: a predicted boundary pixel counts as correct within
+    ``tolerance`` pixels of the true boundary (precision), and vice versa
+    (recall); F = 2PR / (P + R). 1.0 when both masks are empty."""
+    pred_b, gt_b = _boundary(pred_mask), _boundary(gt_mask)
+    if not pred_b.any() and not gt_b.any():
+        return 1.0
+    if not pred_b.any() or not gt_b.any():
+        return 0.0
+    dist_to_gt = cv2.distanceTransform((~gt_b).astype(np.uint8), cv2.DIST_L2, 3)
+    dist_to_pred = cv2.distanceTransform((~pred_b).astype(np.uint8), cv2.DIST_L2, 3)
+    precision = float(np.mean(dist_to_gt[pred_b] <= tolerance))
+    recall = float(np.mean(dist_to_pred[gt_b] <= tolerance))
+    return 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)

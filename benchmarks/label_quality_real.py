@@ -15,7 +15,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import paddle_pssl  # noqa: E402  (zlib before paddle)
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
 
 from paddle_pssl.datasets.real_photos import make_real_masked_set  # noqa: E402
 from paddle_pssl.pseudo_labels import consensus as cons  # noqa: E402

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_pssl.losses.triplet import MixMatchTripletLoss, triplet_margin_loss
+from paddle_pssl.losses.triplet import MixMatchTripletLoss
 from paddle_pssl.mm_tuning import (PatchSampler, build_triplets,
                                    covered_fraction, eligible_anchors,
                                    sample_batch_patches, select_boxes)

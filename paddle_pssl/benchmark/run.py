@@ -31,7 +31,6 @@ import time
 import numpy as np
 import yaml
 
-from ..pseudo_labels import consensus as cons
 from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write_text

@@ -125,7 +125,7 @@ def augment_batch(images, out_size, rng, flip=True, scale=(1.0, 1.0),
                   ratio=(3 / 4, 4 / 3)):
     """Random resized crop (area fraction in ``scale``, aspect in ``ratio``)
     and horizontal flip; uint8 [B, S, S, 3] -> uint8 [B, out, out, 3]."""
-    batch, size = images.shape[0], images.shape[1]
+    batch = images.shape[0]
     out = np.empty((batch, out_size, out_size, 3), np.uint8)
     crop = tuple(scale) != (1.0, 1.0)
     for b in range(batch):

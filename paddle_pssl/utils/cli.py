@@ -43,12 +43,11 @@ def run(main, argv=None):
 
 
 def setup_runtime(device, seed=None):
-    """Device, seeds and cv2 threads as PaddleSeg's tools set them."""
+    """Device and seeds, as PaddleSeg's tools set them."""
     import random
 
     import numpy as np
     import paddle
-    from paddleseg.utils import utils
 
     if device == 'gpu' and not paddle.is_compiled_with_cuda():
         raise PSSLError('--device gpu: this paddlepaddle build has no CUDA '

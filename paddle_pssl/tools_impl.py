@@ -55,6 +55,14 @@ def train_main(argv=None):
     utils.show_cfg_info(cfg)
     model = utils.convert_sync_batchnorm(builder.model, args.device)
     train_dataset = builder.train_dataset
+    if 'mm_tuning' in cfg.dic:
+        # Mix-and-Match tuning stage: a triplet loss on the backbone, not a segmentation loss
+        from .mm_tuning.train import train_mm
+        return train_mm(cfg, model, train_dataset, save_dir=args.save_dir, iters=args.iters,
+                        batch_size=args.batch_size, learning_rate=args.learning_rate, seed=seed,
+                        use_vdl=args.use_vdl, resume_model=args.resume_model,
+                        log_iters=args.log_iters, save_interval=args.save_interval,
+                        keep_checkpoint_max=args.keep_checkpoint_max)
     val_dataset = builder.val_dataset if args.do_eval else None
     if args.do_eval and val_dataset is None:
         raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')

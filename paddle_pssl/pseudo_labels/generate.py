@@ -1,6 +1,8 @@
 """PSSL label generation: classified images -> explanations of several
 classifiers -> consensus -> pseudo masks with confidence, in the label store
-format of :mod:`paddle_pssl.pseudo_labels.store`.
+format of :mod:`paddle_pssl.pseudo_labels.store`. With ``consensus.postprocess:
+pmm`` the mask and confidence come from PMM's CoV smoothing and proportional
+pseudo-mask generation (:mod:`.pmm`, dense CRF) on the consensus instead.
 
 Work is cut into fixed chunks of ``batch_size`` images of the shard's list. A
 chunk whose labels all exist is skipped; otherwise the whole chunk is
@@ -10,6 +12,7 @@ written, each atomically. Shards take every N-th image; under
 ``paddle.distributed.launch`` each rank takes its own shard.
 """
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,10 +25,20 @@ import cv2
 import numpy as np
 
 from . import consensus as cons
+from . import pmm as pmm_ops
 from . import store
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write_text, read_image_any
 
+POSTPROCESS = ('none', 'pmm')
+# How the consensus becomes PMM's CAM (ReLU'd, peak 1: 0 = no evidence).
+#   'threshold' (c - cut) / (max - cut) clipped at 0, cut = the consensus
+#               threshold rule's value: evidence starts where the mask rule says
+#   'max'       c / max, as PMM scales its CAMs
+#   'minmax'    (c - min) / (max - min)
+# The consensus has a high floor (half its pixels above 0.6 of the peak on the
+# benchmark), so 'max' makes PMM's CRF call nearly every pixel object.
+PMM_NORMALIZE = ('threshold', 'max', 'minmax')
 IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 DEFAULTS = {
@@ -34,7 +47,12 @@ DEFAULTS = {
     'classifiers': [{'name': 'efficientnet_lite0'}, {'name': 'efficientnet_lite1', 'input_size': 224},
                     {'name': 'efficientnet_lite2', 'input_size': 224}],
     'explainers': {'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}},
-    'consensus': {'renormalize': 'none', 'threshold': 'mean', 'value': 1.0, 'weights': None},
+    'consensus': {'renormalize': 'none', 'threshold': 'mean', 'value': 1.0, 'weights': None,
+                  # 'pmm': the mask and confidence come from PMM's CoV smoothing +
+                  # proportional pseudo-mask (dense CRF) on the consensus map
+                  'postprocess': 'none',
+                  'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,
+                          'crf': dataclasses.asdict(pmm_ops.DenseCRFParams())}},
     'output': {'pssl_root': 'output/pssl_labels', 'batch_size': 8, 'vdl_every': 0,
                'on_bad_image': 'skip'},
 }
@@ -74,7 +92,49 @@ def merge_defaults(cfg, path='<config>'):
                         f'choose one of {cons.THRESHOLDS}')
     if out['output']['on_bad_image'] not in ('skip', 'raise'):
         raise PSSLError(f"{path}: output.on_bad_image must be 'skip' or 'raise'")
+    _merge_pmm(out['consensus'], (cfg.get('consensus') or {}).get('pmm'), path)
     return out
+
+
+
+def _merge_pmm(consensus, given, path):
+    """consensus.pmm merged key by key (a partial dict keeps the other defaults)."""
+    if consensus['postprocess'] not in POSTPROCESS:
+        raise PSSLError(f"{path}: consensus.postprocess {consensus['postprocess']!r}; "
+                        f'choose one of {POSTPROCESS}')
+    pmm = copy.deepcopy(DEFAULTS['consensus']['pmm'])
+    for key, value in (given or {}).items():
+        if key not in pmm:
+            raise PSSLError(f'{path}: unknown key consensus.pmm.{key}; known: {sorted(pmm)}')
+        if key == 'crf':
+            for sub in value or {}:
+                if sub not in pmm['crf']:
+                    raise PSSLError(f'{path}: unknown key consensus.pmm.crf.{sub}; '
+                                    f"known: {sorted(pmm['crf'])}")
+            pmm['crf'].update(value or {})
+        else:
+            pmm[key] = value
+    if pmm['normalize'] not in PMM_NORMALIZE:
+        raise PSSLError(f"{path}: consensus.pmm.normalize {pmm['normalize']!r}; "
+                        f'choose one of {PMM_NORMALIZE}')
+    consensus['pmm'] = pmm
+
+
+def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1.0):
+    """The consensus map scaled to PMM's CAM range [0, 1] (see PMM_NORMALIZE)."""
+    consensus = np.asarray(consensus, np.float32)
+    peak = float(consensus.max())
+    if normalize == 'max':
+        low = 0.0
+    elif normalize == 'minmax':
+        low = float(consensus.min())
+    elif normalize == 'threshold':
+        low = cons.threshold_value(consensus, threshold, value)
+    else:
+        raise PSSLError(f'consensus.pmm.normalize {normalize!r}; choose one of {PMM_NORMALIZE}')
+    if peak <= low:
+        return np.zeros_like(consensus)   # no evidence anywhere: PMM gives background
+    return np.clip((consensus - low) / (peak - low), 0.0, 1.0)
 
 
 def list_source(image_root, file_list=None, synsets=None):
@@ -203,6 +263,12 @@ class PseudoLabelGenerator:
         if not self.items:
             raise PSSLError(f"{src['image_root']}: no images found")
         self.root = self.cfg['output']['pssl_root']
+        if self.cfg['consensus']['postprocess'] == 'pmm':
+            try:
+                pmm_ops._densecrf_module()   # fail now, in one line, not after the first batch
+            except ImportError as e:
+                raise PSSLError(f'{config_path}: consensus.postprocess pmm: {e}')
+            self._crf_params = pmm_ops.DenseCRFParams(**self.cfg['consensus']['pmm']['crf'])
         self._classifiers = None
         self._ensembles = None
         self._on_maps = None
@@ -321,6 +387,8 @@ class PseudoLabelGenerator:
             path = self.label_path(item)
             if os.path.isfile(path):
                 continue
+            if c['postprocess'] == 'pmm':
+                mask, confidence = self._pmm(image, consensus, item.class_id)
             store.write_label(path, mask, confidence)
             counts['written'] += 1
             if self._on_maps is not None:
@@ -337,6 +405,15 @@ class PseudoLabelGenerator:
                     writer.add_image(f'PSSL/{n}', _colour(image_maps[n]), step)
                 writer.add_image('PSSL/consensus', _colour(consensus), step)
                 writer.add_image('PSSL/mask', (np.repeat(mask[..., None], 3, -1) * 255).astype(np.uint8), step)
+
+    def _pmm(self, image, consensus, class_id):
+        """PMM on the consensus as the image's one CAM -> (mask, confidence)."""
+        c, p = self.cfg['consensus'], self.cfg['consensus']['pmm']
+        cam = consensus_as_cam(consensus, p['normalize'], c['threshold'], c['value'])
+        label, confidence = pmm_ops.generate_pseudo_mask(
+            image, cam[None], [class_id], background_id=store.BACKGROUND, t=p['t'], a=p['a'],
+            smooth=p['smooth'], crf_params=self._crf_params, return_confidence=True)
+        return (label == class_id).astype(np.uint8), confidence
 
     @staticmethod
     def _append(path, record):

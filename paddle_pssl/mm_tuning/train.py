@@ -1,0 +1,294 @@
+"""The Mix-and-Match tuning stage (METHODS.md section 4), run by
+``tools/train.py -c configs/mm_tuning/<name>.yml``.
+
+The config is a PaddleSeg one (``model`` with ``pretrained:`` = the checkpoint
+to start from, ``train_dataset`` = the labelled target set) plus a top-level
+``mm_tuning:`` block (``DEFAULTS`` below). Each step samples
+``images_per_step`` images, Mixes their patches, Matches them into triplets,
+runs only the model's backbone on the patches and takes an SGD step on the
+triplet loss of the chosen feature map, global-average-pooled and
+L2-normalised. Only backbone parameters are optimised; the head is carried
+along untouched, so ``iter_<n>/model.pdparams`` is a full segmentation model
+that fine-tune configs load with ``model.pretrained``.
+
+Step ``i`` draws its images and patches from generators seeded with
+``(seed, i)``, so a resumed run replays the same batches as an uninterrupted
+one. Single process only.
+"""
+import copy
+import difflib
+import os
+import random
+import shutil
+import time
+from collections import deque
+
+import numpy as np
+
+from .. import _zlib_first  # noqa: F401  before paddle, see that module
+import paddle
+
+from ..losses.triplet import MixMatchTripletLoss, triplet_margin_loss
+from ..utils.errors import PSSLError
+from .graph import build_triplets
+from .patches import PatchSampler, sample_batch_patches
+
+__all__ = ['DEFAULTS', 'SAMPLER_DEFAULTS', 'mm_settings', 'train_mm']
+
+# METHODS.md section 4; iters / images_per_step are overridden by
+# tools/train.py's --iters / --batch_size.
+DEFAULTS = {
+    'iters': 8000,
+    'images_per_step': 8,
+    'learning_rate': 0.01,
+    'decay_at': 0.75,        # lr x decay_factor from this fraction of iters on
+    'decay_factor': 0.1,
+    'momentum': 0.9,
+    'weight_decay': 4.0e-5,  # the project's SGD configs; METHODS is silent
+    'margin': 2.1,
+    'feature_index': -1,     # backbone output used: -1 = last feature map
+    'freeze_bn': False,      # True: BN uses (and keeps) its running statistics
+    'sampler': {},           # PatchSampler arguments, see SAMPLER_DEFAULTS
+}
+SAMPLER_DEFAULTS = {
+    'num_patches': 10, 'min_size': 64, 'max_size': 256, 'out_size': 128,
+    'fg_ratio': 0.9, 'background_ids': [0], 'ignore_index': None,  # None: the dataset's
+    'oversample': 5, 'max_overlap': 0.6, 'pad_value': 0.0,
+}
+
+
+def _check_keys(block, known, where):
+    for key in block:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            raise PSSLError(f'{where}: unknown key {key!r}{hint}')
+
+
+def mm_settings(block, iters=None, images_per_step=None, learning_rate=None):
+    """The ``mm_tuning`` block with defaults filled in and CLI overrides applied."""
+    block = dict(block or {})
+    _check_keys(block, DEFAULTS, 'mm_tuning')
+    _check_keys(block.get('sampler') or {}, SAMPLER_DEFAULTS, 'mm_tuning.sampler')
+    out = copy.deepcopy(DEFAULTS)
+    out.update({k: v for k, v in block.items() if k != 'sampler'})
+    out['sampler'] = dict(SAMPLER_DEFAULTS, **(block.get('sampler') or {}))
+    for key, value in (('iters', iters), ('images_per_step', images_per_step),
+                       ('learning_rate', learning_rate)):
+        if value is not None:
+            out[key] = value
+    if int(out['iters']) < 1 or int(out['images_per_step']) < 1:
+        raise PSSLError('mm_tuning: iters and images_per_step must be >= 1')
+    if not 0.0 <= float(out['decay_at']) <= 1.0:
+        raise PSSLError('mm_tuning.decay_at: a fraction of iters in [0, 1]')
+    return out
+
+
+def _seed_state(*words):
+    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
+
+
+def _step_images(iteration, n_images, per_step, seed):
+    """Indices of step ``iteration`` (1-based): epochs of seeded permutations,
+    the last incomplete batch of each epoch dropped (PaddleSeg's drop_last)."""
+    per_epoch = n_images // per_step
+    epoch, k = divmod(iteration - 1, per_epoch)
+    perm = np.random.default_rng([seed, 1, epoch]).permutation(n_images)
+    return perm[k * per_step:(k + 1) * per_step]
+
+
+def _as_label(label):
+    label = np.asarray(label)
+    if label.ndim == 3 and label.shape[0] == 1:
+        label = label[0]
+    return label.astype(np.int64)
+
+
+def _triplet_stats(embeddings, anchor, positive, negative, margin):
+    """Mean squared distances and the share of triplets with a non-zero hinge."""
+    if len(anchor) == 0:
+        return {'d_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
+    d_ap = ((embeddings[anchor] - embeddings[positive])**2).sum(1)
+    d_an = ((embeddings[anchor] - embeddings[negative])**2).sum(1)
+    return {'d_ap': float(d_ap.mean()), 'd_an': float(d_an.mean()),
+            'active': float((margin + d_ap - d_an > 0).mean())}
+
+
+def _backbone(model):
+    backbone = getattr(model, 'backbone', None)
+    if not isinstance(backbone, paddle.nn.Layer):
+        raise PSSLError(f'mm_tuning: model {type(model).__name__} has no `backbone` '
+                        'layer to tune')
+    return backbone
+
+
+def _renamed(state, names):
+    """Optimizer state with accumulator keys moved from one naming to another.
+
+    Paddle keys accumulators by the parameter's generated name
+    (``conv2d_114.w_0_velocity_0``), which depends on how many layers were built
+    before; checkpoints store them under the structured name instead
+    (``backbone.conv1_1._conv.weight_velocity_0``), so a resume finds them
+    whatever the counters. ``names`` maps old parameter names to new ones.
+    """
+    old_names = sorted(names, key=len, reverse=True)  # longest prefix first
+    out = {}
+    for key, value in state.items():
+        match = next((n for n in old_names if key.startswith(n + '_')), None)
+        out[names[match] + key[len(match):] if match else key] = value
+    return out
+
+
+def _save_checkpoint(model, optimizer, directory):
+    os.makedirs(directory, exist_ok=True)
+    paddle.save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
+    to_structured = {p.name: k for k, p in model.named_parameters()}
+    paddle.save(_renamed(optimizer.state_dict(), to_structured),
+                os.path.join(directory, 'model.pdopt'))
+
+
+def _resume(model, optimizer, directory):
+    """Load ``<dir>/model.pdparams`` and ``model.pdopt``; the iteration from the name."""
+    import re
+    directory = os.path.normpath(directory)
+    found = re.search(r'iter_(\d+)$', directory)
+    paths = [os.path.join(directory, f) for f in ('model.pdparams', 'model.pdopt')]
+    if not found or not all(os.path.isfile(p) for p in paths):
+        raise PSSLError(f'{directory}: --resume_model needs an iter_<n> directory with '
+                        'model.pdparams and model.pdopt')
+    model.set_state_dict(paddle.load(paths[0]))
+    to_generated = {k: p.name for k, p in model.named_parameters()}
+    optimizer.set_state_dict(_renamed(paddle.load(paths[1]), to_generated))
+    return int(found.group(1))
+
+
+def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_size=None,
+             learning_rate=None, seed=None, use_vdl=False, resume_model=None, log_iters=10,
+             save_interval=1000, keep_checkpoint_max=5):
+    """Run M&M tuning on ``model`` (already built, start weights loaded).
+
+    ``iters`` / ``batch_size`` / ``learning_rate`` (the CLI flags, None = unset)
+    override the block's ``iters`` / ``images_per_step`` / ``learning_rate``.
+    Returns the path of the last ``model.pdparams``.
+    """
+    from paddleseg.utils import TimeAverager, calculate_eta, logger
+
+    if paddle.distributed.ParallelEnv().nranks > 1:
+        raise PSSLError('mm_tuning runs in one process; start it without paddle.distributed.launch')
+    settings = mm_settings(cfg.dic.get('mm_tuning'), iters, batch_size, learning_rate)
+    iters, per_step = int(settings['iters']), int(settings['images_per_step'])
+    if len(train_dataset) < per_step:
+        raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
+                        f'mm_tuning images_per_step {per_step}: no full batch')
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0]) % (2**31)
+        logger.info(f'[MM] no --seed given, drew {seed}: pass it again to resume identically')
+    sampler_args = dict(settings['sampler'])
+    if sampler_args['ignore_index'] is None:
+        sampler_args['ignore_index'] = getattr(train_dataset, 'ignore_index', 255)
+    sampler = PatchSampler(**sampler_args)
+    criterion = MixMatchTripletLoss(margin=settings['margin'],
+                                    feature_index=settings['feature_index'])
+    margin = float(settings['margin'])
+
+    backbone = _backbone(model)
+    lr = float(settings['learning_rate'])
+    boundary = int(round(float(settings['decay_at']) * iters))
+    scheduler = paddle.optimizer.lr.PiecewiseDecay(
+        boundaries=[max(boundary, 1)], values=[lr, lr * float(settings['decay_factor'])])
+    # only the backbone: weight decay must not move the untouched head either
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=scheduler, momentum=float(settings['momentum']),
+        parameters=backbone.parameters(),
+        weight_decay=float(settings['weight_decay']) or None)
+
+    model.train()
+    if settings['freeze_bn']:
+        for layer in backbone.sublayers():
+            if isinstance(layer, paddle.nn.layer.norm._BatchNormBase):
+                layer.eval()
+    start_iter = 0
+    if resume_model is not None:
+        start_iter = _resume(model, optimizer, resume_model)
+        logger.info(f'[MM] resumed from {resume_model} at iter {start_iter}')
+    os.makedirs(save_dir, exist_ok=True)
+    log_writer = None
+    if use_vdl:
+        from visualdl import LogWriter
+        log_writer = LogWriter(save_dir)
+
+    logger.info(f'[MM] tuning {type(backbone).__name__} of {type(model).__name__}: {iters} iters, '
+                f'{per_step} images/step, patches {sampler.min_size}-{sampler.max_size} px -> '
+                f'{sampler.out_size} px, lr {lr} (x{settings["decay_factor"]} at iter {boundary}), '
+                f'margin {margin}, seed {seed}')
+    batch_cost = TimeAverager()
+    sums, logged_steps = {}, 0
+    empty_steps = 0
+    saved = deque()
+    last = None
+    tick = time.time()
+    for iteration in range(start_iter + 1, iters + 1):
+        # Mix: the step's images, patches of all of them shuffled together
+        # PaddleSeg's transforms draw from the global generators
+        np.random.seed(_seed_state(seed, 2, iteration))
+        random.seed(_seed_state(seed, 4, iteration))
+        rng = np.random.default_rng([seed, 3, iteration])
+        samples = [train_dataset[int(i)] for i in
+                   _step_images(iteration, len(train_dataset), per_step, seed)]
+        patches, labels, _ = sample_batch_patches(
+            [s['img'] for s in samples], [_as_label(s['label']) for s in samples],
+            sampler, rng, shuffle=True, channels_first=True)
+        # Match
+        anchor, positive, negative = build_triplets(labels, rng)
+        lr_now = optimizer.get_lr()
+        if len(anchor) == 0:
+            # one class only (or no patch): nothing to learn from this batch
+            empty_steps += 1
+            stats = {'loss': 0.0, 'd_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
+        else:
+            features = backbone(paddle.to_tensor(patches))
+            embeddings = criterion.embed(features)
+            loss = triplet_margin_loss(embeddings, anchor, positive, negative, margin)
+            stats = dict(_triplet_stats(embeddings.numpy(), anchor, positive, negative, margin),
+                         loss=float(loss))
+            if not np.isfinite(stats['loss']):  # before the step: the checkpoints stay sound
+                raise PSSLError(f'mm_tuning: loss is {stats["loss"]} at iter {iteration}')
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        scheduler.step()
+        stats.update(patches=len(labels), triplets=len(anchor))
+        for key, value in stats.items():
+            sums[key] = sums.get(key, 0.0) + value
+        logged_steps += 1
+        batch_cost.record(time.time() - tick, num_samples=per_step)
+        tick = time.time()
+
+        if iteration % log_iters == 0 or iteration == iters:
+            mean = {k: v / logged_steps for k, v in sums.items()}
+            logger.info(
+                f"[MM] iter: {iteration}/{iters}, loss: {mean['loss']:.4f}, lr: {lr_now:.6f}, "
+                f"patches: {mean['patches']:.1f}, triplets: {mean['triplets']:.1f}, "
+                f"active: {mean['active']:.3f}, d_ap: {mean['d_ap']:.3f}, d_an: {mean['d_an']:.3f}, "
+                f"batch_cost: {batch_cost.get_average():.4f} | "
+                f"ETA {calculate_eta(iters - iteration, batch_cost.get_average())}")
+            if log_writer is not None:
+                log_writer.add_scalar('Train/loss', mean['loss'], iteration)
+                log_writer.add_scalar('Train/lr', lr_now, iteration)
+                log_writer.add_scalar('Train/batch_cost', batch_cost.get_average(), iteration)
+                for key in ('patches', 'triplets', 'active', 'd_ap', 'd_an'):
+                    log_writer.add_scalar(f'Triplet/{key}', mean[key], iteration)
+            sums, logged_steps = {}, 0
+            batch_cost.reset()
+
+        if iteration % save_interval == 0 or iteration == iters:
+            last = os.path.join(save_dir, f'iter_{iteration}')
+            _save_checkpoint(model, optimizer, last)
+            saved.append(last)
+            if len(saved) > keep_checkpoint_max > 0:
+                shutil.rmtree(saved.popleft())
+    if empty_steps:
+        logger.warning(f'[MM] {empty_steps} step(s) had a single class: no triplet, no update')
+    if log_writer is not None:
+        log_writer.close()
+    return os.path.join(last, 'model.pdparams') if last else None

@@ -1,7 +1,6 @@
 """The M&M tuning stage through tools/train.py's train_main: tunes only the
 backbone, writes a full-model checkpoint that fine-tune configs load, logs the
 triplet loss to VisualDL, resumes exactly, and runs only for mm_tuning configs."""
-import glob
 import math
 import os
 
@@ -58,14 +57,7 @@ def _tune(cfg, save_dir, iters, *extra):
     return os.path.join(str(save_dir), f'iter_{iters}', 'model.pdparams')
 
 
-def _read_scalars(log_dir, tag):
-    from visualdl import LogReader
-    values = []
-    for path in sorted(glob.glob(os.path.join(log_dir, 'vdlrecords.*.log'))):
-        reader = LogReader(file_path=path)
-        if tag in reader.get_tags().get('scalar', []):
-            values += [(r.id, r.value) for r in reader.get_data('scalar', tag)]
-    return [v for _, v in sorted(values)]
+from paddle_pssl.utils.vdl import read_scalars as _read_scalars  # noqa: E402
 
 
 @pytest.fixture(scope='module')

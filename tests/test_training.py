@@ -1,6 +1,5 @@
 """The three pre-train recipes run end to end at tiny size, log to VisualDL,
 and fine-tuning loads every matching parameter but the 1001-class outputs."""
-import glob
 import math
 import os
 
@@ -42,14 +41,7 @@ def _pretrain_config(tmp_path, model, store):
     })
 
 
-def _read_scalars(log_dir, tag):
-    from visualdl import LogReader
-    values = []
-    for path in sorted(glob.glob(os.path.join(log_dir, 'vdlrecords.*.log'))):
-        reader = LogReader(file_path=path)
-        if tag in reader.get_tags().get('scalar', []):
-            values += [(r.id, r.value) for r in reader.get_data('scalar', tag)]
-    return [v for _, v in sorted(values)]
+from paddle_pssl.utils.vdl import read_scalars as _read_scalars  # noqa: E402
 
 
 @pytest.fixture(scope='module')

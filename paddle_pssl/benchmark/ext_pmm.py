@@ -233,14 +233,7 @@ def _merge_scores(paths):
         with open(path) as f:
             shard = json.load(f)
         for name, g in shard.items():
-            ctr = counters.setdefault(name, IoUCounter())
-            for cid, v in g['inter'].items():
-                ctr.inter[int(cid)] = ctr.inter.get(int(cid), 0) + v
-            for cid, v in g['union'].items():
-                ctr.union[int(cid)] = ctr.union.get(int(cid), 0) + v
-            ctr.fg_inter += g['fg_inter']
-            ctr.fg_union += g['fg_union']
-            ctr.images += g['images']
+            counters.setdefault(name, IoUCounter()).add_counts(g)
             shares.setdefault(name, []).extend(g['shares'])
     return {k: {'miou': c.result()['miou'], 'fg_iou': c.result()['fg_iou'],
                 'foreground_share': float(np.mean(shares[k])), 'images': c.images}
@@ -277,10 +270,7 @@ def label_shard(cfg, gt_root, shard, out_json):
 
     gen.run(shard=shard, progress=False, on_maps=score)
     atomic_write_text(out_json, json.dumps({
-        k: {'inter': {str(i): v for i, v in ctr.inter.items()},
-            'union': {str(i): v for i, v in ctr.union.items()},
-            'fg_inter': ctr.fg_inter, 'fg_union': ctr.fg_union, 'images': ctr.images,
-            'shares': shares[k]} for k, ctr in counters.items()}))
+        k: dict(ctr.to_dict(), shares=shares[k]) for k, ctr in counters.items()}))
 
 
 def main(argv):

@@ -64,10 +64,7 @@ def main(argv):
     atomic_write_text(out_json, json.dumps({
         'counts': counts,
         'dropped': getattr(gen, 'dropped', {}),
-        'groups': {k: {'inter': {str(c): v for c, v in ctr.inter.items()},
-                       'union': {str(c): v for c, v in ctr.union.items()},
-                       'fg_inter': ctr.fg_inter, 'fg_union': ctr.fg_union, 'images': ctr.images}
-                   for k, ctr in counters.items()}}))
+        'groups': {k: ctr.to_dict() for k, ctr in counters.items()}}))
     if saved:
         atomic_write(out_json[:-5] + '.examples.npz', lambda tmp: np.savez_compressed(tmp, **saved), '.npz')
 

@@ -219,14 +219,7 @@ class Benchmark:
             written += shard['counts']['written']
             dropped.update(shard['dropped'])
             for name, g in shard['groups'].items():
-                ctr = counters.setdefault(name, IoUCounter())
-                for cid, v in g['inter'].items():
-                    ctr.inter[int(cid)] = ctr.inter.get(int(cid), 0) + v
-                for cid, v in g['union'].items():
-                    ctr.union[int(cid)] = ctr.union.get(int(cid), 0) + v
-                ctr.fg_inter += g['fg_inter']
-                ctr.fg_union += g['fg_union']
-                ctr.images += g['images']
+                counters.setdefault(name, IoUCounter()).add_counts(g)
         gt_root = self.source['gt_root']
         store_quality = evaluate_store(self.label_root, gt_root)
         # chance: a random mask with each image's true foreground share

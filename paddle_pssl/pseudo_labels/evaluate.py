@@ -51,6 +51,23 @@ class IoUCounter:
         self.fg_union += int(np.sum(pred_mask | gt_mask))
         self.images += 1
 
+    def to_dict(self):
+        """JSON-ready counts (they add up over shards, see :meth:`add_counts`)."""
+        return {'inter': {str(c): v for c, v in self.inter.items()},
+                'union': {str(c): v for c, v in self.union.items()},
+                'fg_inter': self.fg_inter, 'fg_union': self.fg_union, 'images': self.images}
+
+    def add_counts(self, counts):
+        """Add counts written by :meth:`to_dict` (another shard's)."""
+        for cid, v in counts['inter'].items():
+            self.inter[int(cid)] = self.inter.get(int(cid), 0) + v
+        for cid, v in counts['union'].items():
+            self.union[int(cid)] = self.union.get(int(cid), 0) + v
+        self.fg_inter += counts['fg_inter']
+        self.fg_union += counts['fg_union']
+        self.images += counts['images']
+        return self
+
     def result(self):
         per_class = {cid: self.inter[cid] / self.union[cid]
                      for cid in self.union if self.union[cid] > 0}

@@ -64,29 +64,14 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         self.imagenet_root = imagenet_root
         self.pssl_root = pssl_root
 
-        synsets_path = os.path.join(pssl_root, store.SYNSETS)
-        self.class_names = store.read_synsets(synsets_path)
+        labels, self.class_names = store.list_labels(pssl_root, file_list)
         if len(self.class_names) > self.BACKGROUND:
-            raise PSSLError(f'{synsets_path}: {len(self.class_names)} classes, at most '
-                            f'{self.BACKGROUND} fit the 1001-class label space')
+            raise PSSLError(f'{os.path.join(pssl_root, store.SYNSETS)}: {len(self.class_names)} classes, '
+                            f'at most {self.BACKGROUND} fit the 1001-class label space')
         self.class_id_dict = {n: i for i, n in enumerate(self.class_names)}
-
+        self.file_list = [(os.path.join(imagenet_root, store.image_relpath(rel)),
+                           os.path.join(pssl_root, rel), class_id) for rel, class_id, _ in labels]
         list_path = os.path.join(pssl_root, file_list)
-        if not os.path.isfile(list_path):
-            raise PSSLError(f'{list_path}: file list not found')
-        self.file_list = []
-        with open(list_path) as f:
-            for lineno, line in enumerate(f, 1):
-                rel = line.strip()
-                if not rel:
-                    continue
-                class_name = store.class_name_of(rel)
-                if class_name not in self.class_id_dict:
-                    raise PSSLError(f'{list_path}:{lineno}: class folder {class_name!r} '
-                                    f'is not in {synsets_path}')
-                self.file_list.append(
-                    (os.path.join(imagenet_root, store.image_relpath(rel)),
-                     os.path.join(pssl_root, rel), self.class_id_dict[class_name]))
         if not self.file_list:
             raise PSSLError(f'{list_path}: file list is empty')
         self._reported = set()

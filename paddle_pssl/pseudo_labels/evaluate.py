@@ -78,31 +78,21 @@ class IoUCounter:
 
 def evaluate_store(pssl_root, gt_root):
     """Quality of every label listed in ``<pssl_root>/train.txt`` that has a GT mask."""
-    list_path = os.path.join(pssl_root, store.FILE_LIST)
-    if not os.path.isfile(list_path):
-        raise PSSLError(f'{list_path}: file list not found')
-    names = store.read_synsets(os.path.join(pssl_root, store.SYNSETS))
-    index = {n: i for i, n in enumerate(names)}
+    labels, _ = store.list_labels(pssl_root)
     counter, missing = IoUCounter(), []
-    with open(list_path) as f:
-        for line in f:
-            rel_label = line.strip()
-            if not rel_label:
-                continue
-            rel = store.image_relpath(rel_label)
-            path = gt_path(gt_root, rel)
-            if not os.path.isfile(path):
-                missing.append(rel)
-                continue
-            mask, _ = store.read_label(os.path.join(pssl_root, rel_label))
-            class_name = store.class_name_of(rel_label)
-            if class_name not in index:
-                raise PSSLError(f'{list_path}: class folder {class_name!r} is not in the synsets')
-            counter.add(mask, read_gt_mask(path, mask.shape), index[class_name])
+    for rel_label, class_id, _ in labels:
+        rel = store.image_relpath(rel_label)
+        path = gt_path(gt_root, rel)
+        if not os.path.isfile(path):
+            missing.append(rel)
+            continue
+        mask, _ = store.read_label(os.path.join(pssl_root, rel_label))
+        counter.add(mask, read_gt_mask(path, mask.shape), class_id)
     out = counter.result()
     out['missing_gt'] = missing
     if not out['images']:
-        raise PSSLError(f'{gt_root}: no ground-truth mask matches a label in {list_path}')
+        raise PSSLError(f'{gt_root}: no ground-truth mask matches a label in '
+                        f'{os.path.join(pssl_root, store.FILE_LIST)}')
     return out
 
 

@@ -46,22 +46,11 @@ CLASS_WEIGHTS = ('from_loss', 'none')
 
 def items_from_store(image_root, pssl_root):
     """SourceItems for every label listed in ``<pssl_root>/train.txt``."""
-    list_path = os.path.join(pssl_root, store.FILE_LIST)
-    if not os.path.isfile(list_path):
-        raise PSSLError(f'{list_path}: file list not found')
-    names = store.read_synsets(os.path.join(pssl_root, store.SYNSETS))
-    index = {n: i for i, n in enumerate(names)}
+    labels, names = store.list_labels(pssl_root)
     items = []
-    with open(list_path) as f:
-        for lineno, line in enumerate(f, 1):
-            rel_label = line.strip()
-            if not rel_label:
-                continue
-            name = store.class_name_of(rel_label)
-            if name not in index:
-                raise PSSLError(f'{list_path}:{lineno}: class folder {name!r} is not in the synsets')
-            rel = store.image_relpath(rel_label)
-            items.append(SourceItem(os.path.join(image_root, rel), rel, index[name], name))
+    for rel_label, class_id, name in labels:
+        rel = store.image_relpath(rel_label)
+        items.append(SourceItem(os.path.join(image_root, rel), rel, class_id, name))
     return items, names
 
 

@@ -105,3 +105,26 @@ def read_synsets(path):
 def write_synsets(path, names):
     from ..utils.io import atomic_write_text
     atomic_write_text(path, ''.join(f'{n}\n' for n in names))
+
+
+def list_labels(pssl_root, file_list=FILE_LIST):
+    """The store's labels: ``(label_relpath, class_id, class_name)`` per line of
+    the file list, and the class names. A class folder missing from the
+    synsets stops with the list file and line named."""
+    list_path = os.path.join(pssl_root, file_list)
+    if not os.path.isfile(list_path):
+        raise PSSLError(f'{list_path}: file list not found')
+    synsets_path = os.path.join(pssl_root, SYNSETS)
+    names = read_synsets(synsets_path)
+    index = {n: i for i, n in enumerate(names)}
+    labels = []
+    with open(list_path) as f:
+        for lineno, line in enumerate(f, 1):
+            rel = line.strip()
+            if not rel:
+                continue
+            name = class_name_of(rel)
+            if name not in index:
+                raise PSSLError(f'{list_path}:{lineno}: class folder {name!r} is not in {synsets_path}')
+            labels.append((rel, index[name], name))
+    return labels, names

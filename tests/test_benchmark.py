@@ -52,3 +52,39 @@ def test_runs_leave_labels_checkpoints_and_logs(results):
     assert (results / 'labels' / 'train.txt').is_file()
     assert (results / 'pretrain' / 'c_pssl_pixel_weighted' / 'iter_6' / 'model.pdparams').is_file()
     assert any(name.startswith('vdlrecords') for name in os.listdir(results / 'finetune' / 'a_random_seed0'))
+
+
+def test_fingerprint_follows_config_content(tmp_path):
+    from paddle_pssl.benchmark.run import Job, fingerprint
+    weights = tmp_path / 'w.pdparams'
+    weights.write_bytes(b'\x00' * 8)
+    cfg = tmp_path / 'a.yml'
+    cfg.write_text(f'model: {{pretrained: {weights}}}\n')
+    job = Job([['tools/train.py', '-c', str(cfg), '--save_dir', str(tmp_path / 'run')]])
+    first = fingerprint(job)
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'model.pdparams').write_bytes(b'out')   # its own output: not an input
+    assert fingerprint(job) == first
+    weights.write_bytes(b'\x01' * 8)                             # a weight file the config names
+    assert fingerprint(job) != first
+
+
+def test_resume_reuses_finished_jobs_and_reruns_missing_ones(results):
+    """Last in this file: it re-runs one fine-tuning inside the shared run."""
+    import shutil
+    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    before = json.load(open(results / 'results.json'))
+    lines = []
+    run_benchmark(cfg, str(results), log=lines.append, resume=True)
+    reused = {line.split()[1].rstrip(':') for line in lines if line.endswith('done before, reused')}
+    jobs = {name[:-len('.log')] for name in os.listdir(results / 'logs') if name.endswith('.log')}
+    assert reused == jobs, sorted(jobs - reused)
+    after = json.load(open(results / 'results.json'))
+    assert after['finetune'] == before['finetune'] and after['pseudo_labels'] == before['pseudo_labels']
+
+    shutil.rmtree(results / 'finetune' / 'a_random_seed0')       # as if killed before it finished
+    lines = []
+    run_benchmark(cfg, str(results), log=lines.append, resume=True)
+    reused = {line.split()[1].rstrip(':') for line in lines if line.endswith('done before, reused')}
+    assert jobs - reused == {'finetune_a_random_seed0'}
+    assert (results / 'finetune' / 'a_random_seed0' / 'iter_6' / 'model.pdparams').is_file()

@@ -3,6 +3,7 @@
     python tools/benchmark_pssl.py                       # default size, about 15 min on 2 cores
     python tools/benchmark_pssl.py --scale 4 --seeds 0 1 2 3 4
     python tools/benchmark_pssl.py -c configs/benchmark/tiny.yml --out output/benchmark_tiny
+    python tools/benchmark_pssl.py --out output/benchmark --resume   # after a kill: reuse finished jobs
 """
 import argparse
 import os
@@ -21,6 +22,8 @@ def main(argv=None):
     p.add_argument('--out', default='output/benchmark')
     p.add_argument('--scale', type=float, default=None, help='multiply image counts and iterations')
     p.add_argument('--seeds', type=int, nargs='+', default=None)
+    p.add_argument('--resume', action='store_true',
+                   help='reuse the jobs that finished in --out with the same inputs (logs/<job>.done)')
     p.add_argument('-o', '--opts', nargs='+', default=None)
     args = p.parse_args(argv)
     cfg = _load_plain_config(args.cfg, args.opts) if args.cfg else {}
@@ -28,7 +31,7 @@ def main(argv=None):
         cfg['scale'] = args.scale
     if args.seeds is not None:
         cfg['seeds'] = args.seeds
-    results = run_benchmark(cfg, args.out)
+    results = run_benchmark(cfg, args.out, resume=args.resume)
     print(open(os.path.join(args.out, 'results.md')).read())
     return results
 

@@ -33,14 +33,12 @@ def _slug(name):
 
 
 def run(bench, input_size=128, iters=40):
-    from .run import _repo_path, _scaled, run_jobs
+    from .run import _repo_path, _scaled
     from ..pseudo_labels.generate import PseudoLabelGenerator
     out = os.path.join(bench.out, 'hfpl')
     jobs, dirs = {}, {}
     for name, config in VARIANTS.items():
         save_dir = os.path.join(out, 'classifiers', _slug(name))
-        if os.path.isdir(save_dir):
-            shutil.rmtree(save_dir)
         dirs[name] = save_dir
         jobs[f'hfpl_classifier_{_slug(name)}'] = [[
             'tools/train_cls.py', '-c', _repo_path(config), '--save_dir', save_dir,
@@ -48,7 +46,7 @@ def run(bench, input_size=128, iters=40):
             '--opts', f'model.input_size={input_size}',
             f"train_dataset.image_root={bench.source['image_root']}",
             f"train_dataset.synsets={bench.source['synsets']}"]]
-    run_jobs(jobs, bench.cfg['workers'], os.path.join(bench.out, 'logs'))
+    bench.run_jobs(jobs)
     rows = []
     for name in VARIANTS:
         with open(os.path.join(dirs[name], 'train_cls.json')) as f:

@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from .run import _merge, _repo_path, _scaled, _write_yaml, run_jobs
+from .run import Job, _merge, _repo_path, _scaled, _write_yaml
 
 PMM_LABELS = {'consensus': {'postprocess': 'pmm'}}     # PMM's constants (t, a, CRF) as published
 PUF_CONFIG = 'configs/pmm/pretrain_pssl_puf.yml'
@@ -114,20 +114,22 @@ def run(bench):
     from ..pseudo_labels.evaluate import evaluate_store
     from ..pseudo_labels.generate import PseudoLabelGenerator
     out = os.path.join(bench.out, 'pmm')
-    logs = os.path.join(bench.out, 'logs')
     workers = max(int(bench.cfg['workers']), 1)
-    for sub in ('labels_pmm', 'relabelled', 'labels_scores'):
-        if os.path.isdir(os.path.join(out, sub)):
-            shutil.rmtree(os.path.join(out, sub))
 
     # (i) the same ensemble and maps, PMM post-processing
     pmm_root = os.path.join(out, 'labels_pmm')
     gen_cfg = _merge(bench.label_cfg, _merge(PMM_LABELS, {'output': {'pssl_root': pmm_root, 'vdl_every': 0}}))
     gen_cfg_path = _write_yaml(os.path.join(out, 'configs', 'pseudo_labels_pmm.yml'), gen_cfg)
     scores = [os.path.join(out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
-    label_jobs = {f'pmm_labels_shard{i}': [[
+    label_jobs = {f'pmm_labels_shard{i}': Job([[
         '-m', 'paddle_pssl.benchmark.ext_pmm', gen_cfg_path, bench.source['gt_root'],
-        f'{i}/{workers}', scores[i]]] for i in range(workers)}
+        f'{i}/{workers}', scores[i]]], outputs=[pmm_root, scores[i]]) for i in range(workers)}
+    if not bench.jobs_done(label_jobs):
+        # shards score only what they write: all of them start again together
+        for path in [pmm_root, os.path.dirname(scores[0])]:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+    os.makedirs(os.path.dirname(scores[0]), exist_ok=True)
 
     # (iii) relabel with (c)'s checkpoint, then pre-train a fresh model on it
     relabelled = os.path.join(out, 'relabelled')
@@ -139,14 +141,14 @@ def run(bench):
                     '--batch_size', '16', '--no_progress']
     cycle_cmds, cycle_weights = _pretrain_job(bench, 'cycle', CYCLE_CONFIG, relabelled, out)
     # (ii) PUF instead of the plain weighted CE
-    jobs, pretrained = {'pmm_relabel_then_cycle_pretrain': [relabel_argv] + cycle_cmds}, {}
+    jobs, pretrained = {'pmm_relabel_then_cycle_pretrain': Job([relabel_argv]) + cycle_cmds}, {}
     for key, change in PUF_VARIANTS.items():
         jobs[f'pmm_{key}_pretrain'], pretrained[key] = _pretrain_job(
             bench, key, PUF_CONFIG, bench.label_root, out, {'loss': _puf_loss(change)})
     pretrained['cycle'] = cycle_weights
 
     # the longest chain first; the PMM labels' pre-training must wait for them
-    run_jobs(dict(jobs, **label_jobs), workers, logs)
+    bench.run_jobs(dict(jobs, **label_jobs))
     PseudoLabelGenerator(gen_cfg, gen_cfg_path).finalize()
     pmm_cmds, pmm_weights = _pretrain_job(bench, 'pmm_labels', bench.cfg['pretrain']['config'],
                                           pmm_root, out)
@@ -155,9 +157,9 @@ def run(bench):
     for key, weights in pretrained.items():
         more, metrics[key] = _finetune_jobs(bench, key, weights, out)
         jobs.update(more)
-    run_jobs(jobs, workers, logs)
+    bench.run_jobs(jobs)
     more, metrics['pmm_labels'] = _finetune_jobs(bench, 'pmm_labels', pmm_weights, out)
-    run_jobs(more, workers, logs)
+    bench.run_jobs(more)
 
     gt_root = bench.source['gt_root']
     stores = {'consensus': bench.label_root, 'pmm': pmm_root, 'cycle': relabelled}

@@ -18,6 +18,9 @@ and configs:
 Paddle computes on one thread here, so independent jobs (the classifiers, the
 label shards, the two pre-trainings, the fine-tuning runs) run as ``workers``
 processes of the project's CLIs at once; each job's log is under ``logs/``.
+A finished job leaves ``logs/<job>.done`` with a fingerprint of its commands
+and inputs, so ``--resume`` after a kill reruns only what did not finish or
+whose inputs changed.
 """
 import copy
 import itertools
@@ -89,52 +92,190 @@ def _repo_path(path):
     return path if os.path.isabs(path) else os.path.join(REPO, path)
 
 
-def run_jobs(jobs, workers, log_dir):
-    """Run ``jobs`` ({name: [argv, argv, ...]}, each argv a command run in
-    order) with at most ``workers`` processes at once; stop at the first
-    failure with one line naming the job's log."""
+# Files whose content decides a job's result; anything else (logs, json reports,
+# VisualDL records) is left out of its fingerprint.
+HASHED = ('.yml', '.yaml', '.txt', '.npz', '.png', '.jpg', '.jpeg', '.pdparams')
+OUTPUT_FLAGS = ('--save_dir', '--save_root', '--save_json')
+
+
+class Job(list):
+    """A job: argv lists run one after another in one worker slot. ``outputs``
+    are the files and folders it writes besides those named by
+    ``--save_dir``/``--save_root``/``--save_json`` (e.g. a shared label store)."""
+
+    def __init__(self, commands, outputs=()):
+        super().__init__(commands)
+        self.outputs = [os.path.abspath(p) for p in outputs]
+
+    def __add__(self, other):
+        return Job(list(self) + list(other), self.outputs + list(getattr(other, 'outputs', [])))
+
+    def own_dirs(self):
+        """Folders this job alone writes: emptied before it runs."""
+        return [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:])
+                if f in ('--save_dir', '--save_root')]
+
+    def all_outputs(self):
+        flagged = [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:]) if f in OUTPUT_FLAGS]
+        return flagged + self.outputs
+
+
+def _under(path, roots):
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
+
+
+def _digest_file(path, h):
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+
+
+def fingerprint(job):
+    """Digest of a job's commands and of the content of every data, label,
+    weight and config file they name, directly or as an absolute path inside a
+    YAML config they pass (followed through ``_base_``), its own outputs aside."""
+    import hashlib
+    outputs = job.all_outputs()
+    h = hashlib.sha256(json.dumps(list(job)).encode())
+    seen = set()
+
+    def visit(value, here):
+        if isinstance(value, dict):
+            for v in value.values():
+                visit(v, here)
+        elif isinstance(value, list):
+            for v in value:
+                visit(v, here)
+        elif isinstance(value, str) and (os.path.isabs(value) or value.endswith(('.yml', '.yaml'))):
+            path = os.path.abspath(os.path.join(here, value))
+            if os.path.exists(path):
+                add(path)
+
+    def add(path):
+        if path in seen or _under(path, outputs):
+            return
+        seen.add(path)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not _under(os.path.join(root, d), outputs))
+                for name in sorted(files):
+                    if name.endswith(HASHED):
+                        h.update(os.path.relpath(os.path.join(root, name), path).encode())
+                        _digest_file(os.path.join(root, name), h)
+            return
+        if not path.endswith(HASHED):
+            return
+        h.update(path.encode())
+        _digest_file(path, h)
+        if path.endswith(('.yml', '.yaml')):
+            with open(path) as f:
+                visit(yaml.safe_load(f), os.path.dirname(path))
+
+    for argv in job:
+        for arg in argv:
+            path = os.path.abspath(os.path.join(REPO, arg))
+            if arg.endswith(HASHED) or os.path.isabs(arg):
+                if os.path.exists(path):
+                    add(path)
+    return h.hexdigest()
+
+
+def _done_path(log_dir, name):
+    return os.path.join(log_dir, f'{name}.done')
+
+
+def job_done(name, job, log_dir):
+    """True when ``name`` finished before with the same fingerprint and its
+    outputs are still there."""
+    try:
+        with open(_done_path(log_dir, name)) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (all(os.path.exists(p) for p in job.all_outputs())
+            and record.get('fingerprint') == fingerprint(job))
+
+
+def run_jobs(jobs, workers, log_dir, resume=False, log=None):
+    """Run ``jobs`` ({name: Job or list of argv}) with at most ``workers``
+    processes at once; stop at the first failure with one line naming the
+    job's log. Every finished job leaves ``logs/<name>.done`` with its
+    fingerprint; with ``resume`` a job whose record matches is not run again.
+    A job that runs starts from empty ``--save_dir``/``--save_root`` folders,
+    so a re-run never mixes with a killed attempt."""
     os.makedirs(log_dir, exist_ok=True)
-    pending = list(jobs.items())
+    jobs = {name: job if isinstance(job, Job) else Job(job) for name, job in jobs.items()}
+    pending = []
+    for name, job in jobs.items():
+        if resume and job_done(name, job, log_dir):
+            if log is not None:
+                log(f'[benchmark] {name}: done before, reused')
+            continue
+        pending.append((name, job))
     running = {}
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
 
-    def start(name, commands):
-        log = open(os.path.join(log_dir, f'{name}.log'), 'a')
-        proc = subprocess.Popen([sys.executable, *commands[0]], stdout=log, stderr=subprocess.STDOUT,
+    def start(name, job):
+        done = _done_path(log_dir, name)
+        if os.path.exists(done):
+            os.remove(done)
+        for path in job.own_dirs():
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+        key = fingerprint(job)
+        log_file = open(os.path.join(log_dir, f'{name}.log'), 'a')
+        launch(name, list(job), log_file, key)
+
+    def launch(name, commands, log_file, key):
+        proc = subprocess.Popen([sys.executable, *commands[0]], stdout=log_file, stderr=subprocess.STDOUT,
                                 cwd=REPO, env=env)
-        running[name] = (proc, commands[1:], log)
+        running[name] = (proc, commands[1:], log_file, key)
 
     try:
         while pending or running:
             while pending and len(running) < max(int(workers), 1):
                 start(*pending.pop(0))
             time.sleep(0.2)
-            for name, (proc, rest, log) in list(running.items()):
+            for name, (proc, rest, log_file, key) in list(running.items()):
                 if proc.poll() is None:
                     continue
-                log.close()
                 del running[name]
                 if proc.returncode != 0:
+                    log_file.close()
                     raise PSSLError(f"benchmark job {name} failed (exit {proc.returncode}); "
                                     f"see {os.path.join(log_dir, name + '.log')}")
                 if rest:
-                    start(name, rest)
+                    launch(name, rest, log_file, key)
+                else:
+                    log_file.close()
+                    atomic_write_text(_done_path(log_dir, name), json.dumps({'fingerprint': key}))
     finally:
-        for proc, _, log in running.values():
+        for proc, _, log_file, _ in running.values():
             proc.kill()
-            log.close()
+            log_file.close()
 
 
 class Benchmark:
-    def __init__(self, cfg, out_dir, log=print):
+    def __init__(self, cfg, out_dir, log=print, resume=False):
         unknown = set(cfg) - set(DEFAULTS)
         if unknown:
             raise PSSLError(f'benchmark config: unknown keys {sorted(unknown)}')
         self.cfg = _merge(DEFAULTS, cfg)
         self.out = os.path.abspath(out_dir)
         self.log = log
+        self.resume = resume
+        self.log_dir = os.path.join(self.out, 'logs')
         self.timings = {}
         self.results = {'config': self.cfg}
+
+    def run_jobs(self, jobs):
+        """:func:`run_jobs` with this run's workers, log folder and resume flag."""
+        run_jobs(jobs, self.cfg['workers'], self.log_dir, self.resume, self.log)
+
+    def jobs_done(self, jobs):
+        """True when resuming and every one of ``jobs`` finished before."""
+        return self.resume and all(job_done(name, job if isinstance(job, Job) else Job(job), self.log_dir)
+                                   for name, job in jobs.items())
 
     def _step(self, name, fn):
         self.log(f'[benchmark] {name} ...')
@@ -163,8 +304,6 @@ class Benchmark:
         jobs, dirs = {}, {}
         for entry in self.cfg['classifiers']:
             save_dir = os.path.join(self.out, 'classifiers', entry['label'])
-            if os.path.isdir(save_dir):
-                shutil.rmtree(save_dir)
             iters = self.cfg['classifier_iters'] or entry.get('iters')
             argv = ['tools/train_cls.py', '-c', _repo_path(entry['config']), '--save_dir', save_dir,
                     '--seed', str(self.cfg['seed']), '--use_vdl']
@@ -174,7 +313,7 @@ class Benchmark:
                      f"train_dataset.synsets={self.source['synsets']}"]
             jobs[f"classifier_{entry['label']}"] = [argv]
             dirs[entry['label']] = save_dir
-        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
+        self.run_jobs(jobs)
         self.classifiers = []
         for entry in self.cfg['classifiers']:
             with open(os.path.join(dirs[entry['label']], 'train_cls.json')) as f:
@@ -192,8 +331,6 @@ class Benchmark:
         from ..tools_impl import _load_plain_config
         gen_cfg = _load_plain_config(_repo_path(self.cfg['pseudo_labels']), None)
         self.label_root = os.path.join(self.out, 'labels')
-        if os.path.isdir(self.label_root):
-            shutil.rmtree(self.label_root)
         gen_cfg = _merge(gen_cfg, {
             'seed': self.cfg['seed'],
             'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
@@ -207,10 +344,15 @@ class Benchmark:
         workers = max(int(self.cfg['workers']), 1)
         scores = [os.path.join(self.out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
         os.makedirs(os.path.dirname(scores[0]), exist_ok=True)
-        run_jobs({f'labels_shard{i}': [['-m', 'paddle_pssl.benchmark.label_shard', cfg_path,
-                                        self.source['gt_root'], f'{i}/{workers}', scores[i],
-                                        str(self.cfg['examples'] if i == 0 else 0)]]
-                  for i in range(workers)}, workers, os.path.join(self.out, 'logs'))
+        jobs = {f'labels_shard{i}': Job([['-m', 'paddle_pssl.benchmark.label_shard', cfg_path,
+                                          self.source['gt_root'], f'{i}/{workers}', scores[i],
+                                          str(self.cfg['examples'] if i == 0 else 0)]],
+                                        outputs=[self.label_root, scores[i]])
+                for i in range(workers)}
+        if not self.jobs_done(jobs) and os.path.isdir(self.label_root):
+            # shards score only what they write: all of them start again together
+            shutil.rmtree(self.label_root)
+        self.run_jobs(jobs)
         PseudoLabelGenerator(gen_cfg, cfg_path).finalize()
         counters, written, dropped = {}, 0, {}
         for path in scores:
@@ -265,8 +407,6 @@ class Benchmark:
     def _job(self, base, overrides, save_dir, iters, seed, batch_size, evaluate=False):
         """Commands (tools/train.py, then tools/val.py) for one training run."""
         cfg_path = _write_yaml(save_dir + '.yml', _merge({'_base_': _repo_path(base)}, overrides))
-        if os.path.isdir(save_dir):
-            shutil.rmtree(save_dir)
         weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
         commands = [['tools/train.py', '-c', cfg_path, '--batch_size', str(batch_size), '--iters', str(iters),
                      '--save_interval', str(iters), '--log_iters', str(max(iters // 10, 1)), '--use_vdl',
@@ -274,7 +414,7 @@ class Benchmark:
         if evaluate:
             commands.append(['tools/val.py', '-c', cfg_path, '--model_path', weights,
                              '--save_json', save_dir + '.metrics.json'])
-        return commands, weights
+        return Job(commands), weights
 
     # 5 ---------------------------------------------------------------
     def pretrain(self):
@@ -288,7 +428,7 @@ class Benchmark:
                                    'use_confidence': use_conf}},
                 os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'],
                 self.cfg['pretrain']['batch_size'])
-        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
+        self.run_jobs(jobs)
 
     # 6 ---------------------------------------------------------------
     def finetune(self):
@@ -308,7 +448,7 @@ class Benchmark:
                 self.cfg['finetune']['config'], _merge(base, override), save_dir, iters, seed,
                 self.cfg['finetune']['batch_size'], evaluate=True)
             metrics[(key, seed)] = save_dir + '.metrics.json'
-        run_jobs(jobs, self.cfg['workers'], os.path.join(self.out, 'logs'))
+        self.run_jobs(jobs)
         runs = {}
         for (key, seed), path in metrics.items():
             with open(path) as f:
@@ -322,7 +462,7 @@ class Benchmark:
         """``paddle_pssl.benchmark.ext_<name>.run(benchmark)`` returns
         ``{'title', 'header', 'rows', 'note'}`` (a table for results.md); it may
         reuse this run's data, classifiers, labels and checkpoints and run jobs
-        with :func:`run_jobs` and :meth:`_job`."""
+        with :meth:`run_jobs` and :meth:`_job`."""
         import importlib
         try:
             module = importlib.import_module(f'paddle_pssl.benchmark.ext_{name}')
@@ -348,5 +488,7 @@ class Benchmark:
         return self.results
 
 
-def run_benchmark(cfg, out_dir, log=print):
-    return Benchmark(cfg, out_dir, log).run()
+def run_benchmark(cfg, out_dir, log=print, resume=False):
+    """Run the benchmark into ``out_dir``; with ``resume``, jobs that finished
+    in an earlier run there with the same inputs are reused (see :func:`run_jobs`)."""
+    return Benchmark(cfg, out_dir, log, resume).run()

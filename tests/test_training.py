@@ -106,3 +106,31 @@ def test_finetune_loads_all_but_the_1001_class_outputs(pretrained, toy_target, t
                 '--do_eval', '--use_vdl', '--save_dir', save_dir, '--seed', '0'])
     miou = _read_scalars(save_dir, 'Evaluate/mIoU')
     assert len(miou) == 1 and 0.0 <= miou[0] <= 1.0
+
+
+def test_a_kill_mid_checkpoint_leaves_no_truncated_file(toy_target, tmp_path, monkeypatch):
+    """PaddleSeg's loop saves with plain paddle.save; through the project's
+    trainer the save is atomic, so a save that dies half way leaves no file."""
+    data = {'dataset_root': toy_target['dataset_root'], 'num_classes': 3}
+    cfg = _write(tmp_path / 'ft.yml', {
+        '_base_': os.path.join(REPO, 'configs', 'benchmark', 'finetune.yml'),
+        'model': {'num_classes': 3},
+        'train_dataset': dict(data, train_path=toy_target['train_path']),
+        'val_dataset': dict(data, val_path=toy_target['val_path'])})
+    real_save = paddle.save
+
+    def dying_save(obj, path, *args, **kwargs):
+        real_save(obj, path, *args, **kwargs)
+        with open(path, 'r+b') as f:       # half the bytes, as when killed mid-write
+            f.truncate(os.path.getsize(path) // 2)
+        raise KeyboardInterrupt('killed while saving')
+
+    monkeypatch.setattr(paddle, 'save', dying_save)
+    save_dir = tmp_path / 'out'
+    with pytest.raises(KeyboardInterrupt):
+        train_main(['-c', cfg, '--iters', '1', '--batch_size', '2', '--save_interval', '1',
+                    '--save_dir', str(save_dir), '--seed', '0'])
+    left = [name for _, _, files in os.walk(save_dir) for name in files]
+    assert 'model.pdparams' not in left and not any(name.startswith('.tmp_') for name in left), left
+    import sys
+    assert sys.modules['paddleseg.core.train'].paddle is paddle    # the loop's paddle is restored after the run

@@ -70,7 +70,7 @@ from ..classifiers import build_classifier
 from ..losses.hfpl import (FeatureSimilarityLoss, cam_to_class_map,
                            importance_sampling_loss)
 from ..utils.errors import PSSLError, one_line
-from ..utils.io import atomic_write, atomic_write_text
+from ..utils.io import atomic_paddle_save, atomic_write_text
 from .dataset import (augment_batch, batch_indices, iteration_rng,
                       load_classification_set, split_train_val)
 
@@ -342,10 +342,6 @@ def _iteration_seed(seed, iteration):
     return int(np.random.SeedSequence([int(seed), int(iteration), 3]).generate_state(1)[0])
 
 
-def _paddle_save(obj, path):
-    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
-
-
 def _write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default))
 
@@ -374,8 +370,8 @@ class _Checkpoints:
     def save(self, iteration, model, optimizer, state):
         directory = os.path.join(self.save_dir, f'iter_{iteration}')
         os.makedirs(directory, exist_ok=True)
-        _paddle_save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
-        _paddle_save(optimizer.state_dict(), os.path.join(directory, 'model.pdopt'))
+        atomic_paddle_save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
+        atomic_paddle_save(optimizer.state_dict(), os.path.join(directory, 'model.pdopt'))
         _write_json(os.path.join(directory, 'state.json'), state)  # last: marks it complete
         saved = sorted((int(d[5:]) for d in os.listdir(self.save_dir)
                         if d.startswith('iter_') and d[5:].isdigit()
@@ -539,7 +535,7 @@ def _train(cfg, save_dir, use_vdl, log_every, resume, config_path):
     train_seconds = time.time() - t_start
 
     weights_path = os.path.join(save_dir, 'model.pdparams')
-    _paddle_save(model.state_dict(), weights_path)
+    atomic_paddle_save(model.state_dict(), weights_path)
     val_acc = evaluate_accuracy(clf, _at_input_size(val_set.images, input_size), val_set.labels)
     if val_acc is not None:
         val_history.append({'iter': iters, 'acc': val_acc})

@@ -8,6 +8,7 @@ identical feature maps. The classifier's head (``fc.*``) is dropped.
 import paddle
 
 from ..utils.errors import PSSLError
+from ..utils.io import atomic_paddle_save
 
 
 def classifier_to_backbone_state(classifier_state, backbone, drop_prefixes=('fc.',)):
@@ -28,5 +29,5 @@ def classifier_to_backbone_state(classifier_state, backbone, drop_prefixes=('fc.
 def save_backbone_from_classifier(classifier_weights, backbone, path):
     """Convert a classifier ``.pdparams`` and save it for ``backbone.pretrained``."""
     state = classifier_to_backbone_state(paddle.load(classifier_weights), backbone)
-    paddle.save(state, path)
+    atomic_paddle_save(state, path)
     return path

@@ -12,6 +12,12 @@ Shim for paddleseg 2.8.0 on paddlepaddle 2.6: the loop logs ``l.numpy()[0]``
 for every loss, written for Paddle <= 2.4 where a mean was a [1] tensor; in
 2.6 losses are 0-D and that indexing raises IndexError at the first log line,
 even with PaddleSeg's own CrossEntropyLoss. The hook returns [1]-shaped losses.
+
+Shim for paddleseg 2.8.0's checkpoints: the loop writes ``iter_N/model.pdparams``
+and ``.pdopt`` with plain ``paddle.save``, so a kill mid-save leaves a truncated
+file that ``--resume_model`` or fine-tuning then trips over. For the run, the
+loop's ``paddle`` is a view of paddle whose ``save`` goes through a temporary
+file and a rename.
 """
 import importlib
 import types
@@ -19,6 +25,7 @@ import types
 import paddle
 
 from ..utils.errors import PSSLError
+from ..utils.io import atomic_paddle_save
 
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
@@ -65,6 +72,23 @@ def attach_pixel_weight_hook(model):
     return True
 
 
+class _PaddleAtomicSave(types.ModuleType):
+    """``paddle`` as PaddleSeg's loop sees it during a run: all of it, with an
+    atomic ``save``."""
+
+    def __init__(self):
+        super().__init__('paddle')
+
+    def __getattr__(self, name):
+        return getattr(paddle, name)
+
+    @staticmethod
+    def save(obj, path, *args, **kwargs):
+        if args or kwargs:
+            return paddle.save(obj, path, *args, **kwargs)
+        return atomic_paddle_save(obj, path)
+
+
 def train(model, train_dataset, **kwargs):
     """Same arguments as ``paddleseg.core.train``."""
     batch_size = kwargs.get('batch_size', 2)
@@ -75,8 +99,10 @@ def train(model, train_dataset, **kwargs):
         raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
                         f'batch_size {batch_size} x {nranks} device(s): no full batch')
     attached = attach_pixel_weight_hook(model)
+    seg_train_module.paddle = _PaddleAtomicSave()
     try:
         seg_train_module.train(model, train_dataset, **kwargs)
     finally:
+        seg_train_module.paddle = paddle
         if attached:
             del model.loss_computation

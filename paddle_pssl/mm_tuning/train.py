@@ -30,6 +30,7 @@ import paddle
 
 from ..losses.triplet import MixMatchTripletLoss, triplet_margin_loss
 from ..utils.errors import PSSLError
+from ..utils.io import atomic_paddle_save
 from .graph import build_triplets
 from .patches import PatchSampler, sample_batch_patches
 
@@ -141,10 +142,10 @@ def _renamed(state, names):
 
 def _save_checkpoint(model, optimizer, directory):
     os.makedirs(directory, exist_ok=True)
-    paddle.save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
+    atomic_paddle_save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
     to_structured = {p.name: k for k, p in model.named_parameters()}
-    paddle.save(_renamed(optimizer.state_dict(), to_structured),
-                os.path.join(directory, 'model.pdopt'))
+    atomic_paddle_save(_renamed(optimizer.state_dict(), to_structured),
+                       os.path.join(directory, 'model.pdopt'))
 
 
 def _resume(model, optimizer, directory):

@@ -25,6 +25,13 @@ def atomic_write(path, write_fn, suffix=''):
         raise
 
 
+def atomic_paddle_save(obj, path):
+    """``paddle.save`` through a temporary file: a kill mid-save never leaves
+    a truncated ``.pdparams``/``.pdopt`` behind."""
+    import paddle
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+
+
 def atomic_write_text(path, text):
     def _write(tmp):
         with open(tmp, 'w') as f:

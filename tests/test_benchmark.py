@@ -27,7 +27,8 @@ def test_table_has_every_row_and_valid_mious(results):
     groups = res['pseudo_labels']['by_group']
     for name in ('ensemble consensus', 'explainer cam', 'explainer gradcam', 'explainer smoothgrad',
                  'explainer lime', 'classifier resnet18_vd', 'classifier mobilenetv3_small',
-                 'resnet18_vd/cam', 'mobilenetv3_small/gradcam'):
+                 'resnet18_vd/cam', 'mobilenetv3_small/gradcam', 'ensemble consensus, otsu',
+                 'ensemble consensus, mean x1.5', 'ensemble consensus without lime'):
         assert name in groups, name
     for g in groups.values():
         assert 0.0 <= g['miou'] <= 1.0 and 0.0 <= g['fg_iou'] <= 1.0

@@ -1,7 +1,8 @@
 """One shard of the benchmark's label generation, in its own process: writes
 the shard's labels through the generator and scores, against the exact
 masks, every explainer alone, every classifier alone and the consensus, from
-the same maps. Counts go to a JSON file (they add up over shards), a few
+the same maps, plus other consensus rules on all maps (other thresholds, the
+ensemble without LIME) so the default rule can be judged. Counts go to a JSON file (they add up over shards), a few
 example maps to an .npz.
 
     python -m paddle_pssl.benchmark.label_shard CONFIG.yml GT_ROOT i/N OUT.json [EXAMPLES]
@@ -29,6 +30,12 @@ def groups_of(keys):
     return groups
 
 
+# Other consensus rules scored from the same maps: (threshold, value).
+RULES = {'ensemble consensus, otsu': ('otsu', 0.0),
+         'ensemble consensus, mean x1.25': ('mean', 1.25),
+         'ensemble consensus, mean x1.5': ('mean', 1.5)}
+
+
 def label_and_score(cfg, gt_root, shard, examples=0):
     gen = PseudoLabelGenerator(cfg, '<benchmark>')
     c = gen.cfg['consensus']
@@ -42,6 +49,16 @@ def label_and_score(cfg, gt_root, shard, examples=0):
                                                     c['threshold'], c['value'])
             counters.setdefault(name, IoUCounter()).add(sub_mask, gt, item.class_id)
         counters.setdefault('ensemble consensus', IoUCounter()).add(mask, gt, item.class_id)
+        keys = sorted(image_maps)
+        for name, (method, value) in RULES.items():
+            _, rule_mask, _ = cons.make_pseudo_label([image_maps[k] for k in keys], None, c['renormalize'],
+                                                     method, value)
+            counters.setdefault(name, IoUCounter()).add(rule_mask, gt, item.class_id)
+        no_lime = [k for k in keys if not k.endswith('/lime')]
+        if 0 < len(no_lime) < len(keys):
+            _, sub_mask, _ = cons.make_pseudo_label([image_maps[k] for k in no_lime], None, c['renormalize'],
+                                                    c['threshold'], c['value'])
+            counters.setdefault('ensemble consensus without lime', IoUCounter()).add(sub_mask, gt, item.class_id)
         if len(saved) // 4 < examples and item.rel.endswith('_0.png'):
             n = len(saved) // 4
             expl = sorted(k for k in groups if k.startswith('explainer '))

@@ -89,3 +89,25 @@ def test_resume_reuses_finished_jobs_and_reruns_missing_ones(results):
     reused = {line.split()[1].rstrip(':') for line in lines if line.endswith('done before, reused')}
     assert jobs - reused == {'finetune_a_random_seed0'}
     assert (results / 'finetune' / 'a_random_seed0' / 'iter_6' / 'model.pdparams').is_file()
+
+
+def test_pmm_and_mm_extensions_run_on_the_finished_run(results):
+    """The PMM and M&M extensions end to end at tiny size, reusing the main
+    run's jobs through --resume."""
+    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    cfg['extensions'] = ['pmm', 'mm_tuning']
+    lines = []
+    res = run_benchmark(cfg, str(results), log=lines.append, resume=True)
+    ran = {name[:-len('.done')] for name in os.listdir(results / 'logs') if name.endswith('.done')}
+    reused = {line.split()[1].rstrip(':') for line in lines if line.endswith('done before, reused')}
+    assert all(name.startswith(('pmm_', 'mm_')) for name in ran - reused), sorted(ran - reused)
+    pmm = res['extensions']['pmm']
+    for key in ('consensus', 'pmm', 'pmm_no_cov', 'pmm_max', 'cycle'):
+        assert 0.0 <= pmm['label_quality'][key]['miou'] <= 1.0, key
+    assert set(pmm['target']) == {'c', 'puf', 'puf_beta2', 'cycle', 'pmm_labels'}
+    for row in pmm['target'].values():
+        assert 0.0 <= row['miou_mean'] <= 1.0
+    mm = res['extensions']['mm_tuning']
+    assert [row[0] for row in mm['rows']] == list(INITS.values())
+    table = open(results / 'results.md').read()
+    assert 'PMM: CoV smoothing' in table and 'Mix-and-Match tuning' in table

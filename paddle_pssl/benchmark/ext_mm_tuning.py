@@ -39,14 +39,7 @@ def run(bench):
     with open(bench.target['train_path']) as f:
         n_train = sum(1 for line in f if line.strip())
     per_step = min(int(settings['images_per_step']), n_train)
-    data = {'dataset_root': bench.target['dataset_root'], 'num_classes': bench.target['num_classes']}
-    base = {'model': {'num_classes': bench.target['num_classes']},
-            'train_dataset': dict(data, train_path=bench.target['train_path']),
-            'val_dataset': dict(data, val_path=bench.target['test_path'])}
-    starts = {'a_random': {},
-              'b_classifier_backbone': {'model': {'backbone': {'pretrained': bench.backbone_weights}}},
-              'c_pssl_class_weighted': {'model': {'pretrained': bench.pretrained['c_pssl_class_weighted']}},
-              'c_pssl_pixel_weighted': {'model': {'pretrained': bench.pretrained['c_pssl_pixel_weighted']}}}
+    base, starts = bench.target_overrides(), bench.init_overrides()
     without = bench.results.get('finetune') or {}
     keys = [k for k in starts if k in without]
     if not keys:

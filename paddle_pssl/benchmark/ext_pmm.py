@@ -37,10 +37,7 @@ RELABEL_SCALES = ['0.75', '1.0', '1.25']
 def _finetune_jobs(bench, key, pretrained, out):
     """Fine-tuning commands as Benchmark.finetune builds them, from ``pretrained``."""
     iters = _scaled(bench.cfg['finetune']['iters'], bench.cfg['scale'])
-    data = {'dataset_root': bench.target['dataset_root'], 'num_classes': bench.target['num_classes']}
-    override = {'model': {'num_classes': bench.target['num_classes'], 'pretrained': pretrained},
-                'train_dataset': dict(data, train_path=bench.target['train_path']),
-                'val_dataset': dict(data, val_path=bench.target['test_path'])}
+    override = _merge(bench.target_overrides(), {'model': {'pretrained': pretrained}})
     jobs, metrics = {}, {}
     for seed in bench.cfg['seeds']:
         save_dir = os.path.join(out, 'finetune', f'{key}_seed{seed}')

@@ -431,18 +431,25 @@ class Benchmark:
         self.run_jobs(jobs)
 
     # 6 ---------------------------------------------------------------
-    def finetune(self):
-        iters = _scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
+    def target_overrides(self):
+        """Overrides that point a fine-tuning config at the target set."""
         data = {'dataset_root': self.target['dataset_root'], 'num_classes': self.target['num_classes']}
-        base = {'model': {'num_classes': self.target['num_classes']},
+        return {'model': {'num_classes': self.target['num_classes']},
                 'train_dataset': dict(data, train_path=self.target['train_path']),
                 'val_dataset': dict(data, val_path=self.target['test_path'])}
-        inits = {'a_random': {},
-                 'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
-                 'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
-                 'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
+
+    def init_overrides(self):
+        """{INITS key: model overrides} for the four initialisations."""
+        return {'a_random': {},
+                'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
+                'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
+                'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
+
+    def finetune(self):
+        iters = _scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
+        base = self.target_overrides()
         jobs, metrics = {}, {}
-        for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
+        for seed, (key, override) in itertools.product(self.cfg['seeds'], self.init_overrides().items()):
             save_dir = os.path.join(self.out, 'finetune', f'{key}_seed{seed}')
             jobs[f'finetune_{key}_seed{seed}'], _ = self._job(
                 self.cfg['finetune']['config'], _merge(base, override), save_dir, iters, seed,

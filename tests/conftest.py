@@ -11,6 +11,20 @@ os.environ.setdefault("FLAGS_call_stack_level", "0")
 import pytest  # noqa: E402
 
 
+def write_photo_source(root, images):
+    """Write ``(class_id, name, rgb)`` images as ``<root>/train/<wnid>/<wnid>_<name>.JPEG``
+    with 1000 placeholder wnids; -> {'image_root', 'synsets'} for the generator."""
+    import cv2
+    names = [f'n{i:08d}' for i in range(1000)]
+    for class_id, name, rgb in images:
+        path = root / 'train' / names[class_id] / f'{names[class_id]}_{name}.JPEG'
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    synsets = root / 'synsets.txt'
+    synsets.write_text(''.join(f'{n}\n' for n in names))
+    return {'image_root': str(root), 'synsets': str(synsets)}
+
+
 @pytest.fixture(scope='session')
 def toy_pssl(tmp_path_factory):
     """A small ImageNet-style set + label store with exact masks (3 classes x 4)."""

@@ -18,6 +18,8 @@ from paddle_pssl.pseudo_labels.evaluate import IoUCounter, evaluate_store
 from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator, list_source
 from paddle_pssl.utils import PSSLError
 
+from conftest import write_photo_source
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -63,17 +65,9 @@ def source(tmp_path_factory):
     root = tmp_path_factory.mktemp('gen_src')
     photos = [data.coffee(), data.chelsea(), data.astronaut(), data.rocket()]
     classes = [967, 281, 834, 657]
-    names = [f'n{i:08d}' for i in range(1000)]
-    for photo, cid in zip(photos, classes):
-        for k in range(4):
-            crop = photo[k * 10:, k * 15:]
-            small = cv2.resize(crop, (80 + 8 * k, 64 + 4 * k), interpolation=cv2.INTER_AREA)
-            path = root / 'train' / names[cid] / f'{names[cid]}_{k}.JPEG'
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-    synsets = root / 'synsets.txt'
-    synsets.write_text(''.join(f'{n}\n' for n in names))
-    return {'image_root': str(root), 'synsets': str(synsets)}
+    return write_photo_source(root, [
+        (cid, k, cv2.resize(photo[k * 10:, k * 15:], (80 + 8 * k, 64 + 4 * k), interpolation=cv2.INTER_AREA))
+        for photo, cid in zip(photos, classes) for k in range(4)])
 
 
 def _cfg(source, out, explainers=None, batch_size=3):

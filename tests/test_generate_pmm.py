@@ -18,6 +18,8 @@ from paddle_pssl.pseudo_labels.generate import (PseudoLabelGenerator, consensus_
                                                 merge_defaults)
 from paddle_pssl.utils import PSSLError
 
+from conftest import write_photo_source
+
 HAS_CRF = importlib.util.find_spec('pydensecrf') is not None
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,16 +29,9 @@ def source(tmp_path_factory):
     """4 small real photos in 2 ImageNet class folders."""
     import skimage.data as data
     root = tmp_path_factory.mktemp('pmm_src')
-    names = [f'n{i:08d}' for i in range(1000)]
-    for photo, cid in ((data.chelsea(), 281), (data.coffee(), 967)):
-        for k in range(2):
-            small = cv2.resize(photo[k * 20:, k * 30:], (64 + 8 * k, 56), interpolation=cv2.INTER_AREA)
-            path = root / 'train' / names[cid] / f'{names[cid]}_{k}.JPEG'
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
-    synsets = root / 'synsets.txt'
-    synsets.write_text(''.join(f'{n}\n' for n in names))
-    return {'image_root': str(root), 'synsets': str(synsets)}
+    return write_photo_source(root, [
+        (cid, k, cv2.resize(photo[k * 20:, k * 30:], (64 + 8 * k, 56), interpolation=cv2.INTER_AREA))
+        for photo, cid in ((data.chelsea(), 281), (data.coffee(), 967)) for k in range(2)])
 
 
 def _cfg(source, out, **pmm_cfg):

@@ -96,6 +96,7 @@ def test_pmm_and_mm_extensions_run_on_the_finished_run(results):
     run's jobs through --resume."""
     cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
     cfg['extensions'] = ['pmm', 'mm_tuning']
+    cfg['extension_options'] = {'mm_tuning': {'iters': 8}}
     lines = []
     res = run_benchmark(cfg, str(results), log=lines.append, resume=True)
     ran = {name[:-len('.done')] for name in os.listdir(results / 'logs') if name.endswith('.done')}

@@ -35,6 +35,11 @@ def _pm(values):
 def run(bench):
     cfg, out = bench.cfg, bench.out
     settings = _tune_settings()
+    options = dict(cfg['extension_options'].get('mm_tuning') or {})
+    unknown = set(options) - {'iters'}
+    if unknown:
+        raise PSSLError(f'benchmark extension_options.mm_tuning: unknown keys {sorted(unknown)}')
+    settings['iters'] = int(options.get('iters', settings['iters']))
     iters = _scaled(settings['iters'], cfg['scale'])
     with open(bench.target['train_path']) as f:
         n_train = sum(1 for line in f if line.strip())

@@ -60,6 +60,7 @@ DEFAULTS = {
     'examples': 4,
     'workers': 2,          # processes at once (Paddle uses one core per process here)
     'extensions': [],      # e.g. [pmm, hfpl, mm_tuning]: paddle_pssl/benchmark/ext_<name>.py
+    'extension_options': {},   # per extension, e.g. {mm_tuning: {iters: 20}}
 }
 INITS = {
     'a_random': '(a) random init',

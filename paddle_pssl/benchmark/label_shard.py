@@ -50,10 +50,10 @@ def label_and_score(cfg, gt_root, shard, examples=0):
             counters.setdefault(name, IoUCounter()).add(sub_mask, gt, item.class_id)
         counters.setdefault('ensemble consensus', IoUCounter()).add(mask, gt, item.class_id)
         keys = sorted(image_maps)
+        consensus = cons.consensus_map([image_maps[k] for k in keys], None, c['renormalize'])
         for name, (method, value) in RULES.items():
-            _, rule_mask, _ = cons.make_pseudo_label([image_maps[k] for k in keys], None, c['renormalize'],
-                                                     method, value)
-            counters.setdefault(name, IoUCounter()).add(rule_mask, gt, item.class_id)
+            counters.setdefault(name, IoUCounter()).add(cons.pseudo_mask(consensus, method, value), gt,
+                                                        item.class_id)
         no_lime = [k for k in keys if not k.endswith('/lime')]
         if 0 < len(no_lime) < len(keys):
             _, sub_mask, _ = cons.make_pseudo_label([image_maps[k] for k in no_lime], None, c['renormalize'],

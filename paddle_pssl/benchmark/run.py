@@ -111,14 +111,15 @@ class Job(list):
     def __add__(self, other):
         return Job(list(self) + list(other), self.outputs + list(getattr(other, 'outputs', [])))
 
+    def _flagged(self, flags):
+        return [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:]) if f in flags]
+
     def own_dirs(self):
         """Folders this job alone writes: emptied before it runs."""
-        return [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:])
-                if f in ('--save_dir', '--save_root')]
+        return self._flagged(('--save_dir', '--save_root'))
 
     def all_outputs(self):
-        flagged = [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:]) if f in OUTPUT_FLAGS]
-        return flagged + self.outputs
+        return self._flagged(OUTPUT_FLAGS) + self.outputs
 
 
 def _under(path, roots):

@@ -22,7 +22,7 @@ import numpy as np
 from . import consensus as cons
 from . import pmm as pmm_ops
 from . import store
-from .writer import Label, LabelStoreWriter, image_seed, shard_of
+from .writer import Label, LabelStoreWriter, image_seed, shard_of, shard_tag
 from ..datasets.classification_set import list_source
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_any
@@ -248,7 +248,7 @@ class PseudoLabelGenerator:
         self._on_maps = on_maps
         shard = shard_of(shard)
         writer = self._store_writer()
-        vdl = self._vdl_writer(f'shard-{shard[0]}-of-{shard[1]}') if self.cfg['output']['vdl_every'] else None
+        vdl = self._vdl_writer(shard_tag(shard)) if self.cfg['output']['vdl_every'] else None
         try:
             counts = writer.run(lambda chunk, start: self._run_chunk(writer, chunk, start, vdl),
                                 shard, progress, max_images, extra_counts=('converted',))

@@ -19,7 +19,8 @@ import cv2  # noqa: E402
 from paddle_pssl.datasets.real_photos import make_real_masked_set  # noqa: E402
 from paddle_pssl.pseudo_labels import consensus as cons  # noqa: E402
 from paddle_pssl.pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask  # noqa: E402
-from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator, image_seed  # noqa: E402
+from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator  # noqa: E402
+from paddle_pssl.pseudo_labels.writer import image_seed  # noqa: E402
 
 CLASSIFIERS = ['efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2']
 EXPLAINERS = ['cam', 'gradcam', 'smoothgrad', 'lime']

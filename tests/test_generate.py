@@ -15,7 +15,8 @@ from paddleseg.datasets import PSSLDataset
 from paddle_pssl.pseudo_labels import consensus as cons
 from paddle_pssl.pseudo_labels import store
 from paddle_pssl.pseudo_labels.evaluate import IoUCounter, evaluate_store
-from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator, list_source
+from paddle_pssl.datasets.classification_set import list_source
+from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
 from paddle_pssl.utils import PSSLError
 
 from conftest import write_photo_source

@@ -329,7 +329,8 @@ class Benchmark:
 
     # 3 ---------------------------------------------------------------
     def generate_labels(self):
-        from ..pseudo_labels.generate import PseudoLabelGenerator, list_source
+        from ..datasets.classification_set import list_source
+        from ..pseudo_labels.generate import PseudoLabelGenerator
         from ..tools_impl import _load_plain_config
         gen_cfg = _load_plain_config(_repo_path(self.cfg['pseudo_labels']), None)
         self.label_root = os.path.join(self.out, 'labels')

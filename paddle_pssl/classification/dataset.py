@@ -6,13 +6,13 @@ once, stretched to ``store_size`` x ``store_size`` and kept as uint8 RGB.
 Batches are a pure function of (seed, iteration): a resumed run sees exactly
 the batches (order, crops, flips) an uninterrupted one would.
 """
-import os
 from dataclasses import dataclass, field
 from typing import List
 
 import cv2
 import numpy as np
 
+from ..datasets.classification_set import list_source
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_any
 
@@ -47,16 +47,7 @@ def load_classification_set(image_root, store_size, file_list=None, synsets=None
     """
     if on_bad_image not in ('skip', 'raise'):
         raise PSSLError(f"{key}.on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
-    from ..pseudo_labels.generate import list_source
-    # checked here so the message names this config's keys, not the generator's
-    if not image_root:
-        raise PSSLError(f'{key}.image_root is required')
-    if not os.path.isdir(image_root):
-        raise PSSLError(f'{image_root}: {key}.image_root is not a directory')
-    for sub, path in (('file_list', file_list), ('synsets', synsets)):
-        if path and not os.path.isfile(path):
-            raise PSSLError(f'{path}: {key}.{sub} not found')
-    items, class_names = list_source(image_root, file_list, synsets)
+    items, class_names = list_source(image_root, file_list, synsets, key=key)
     if not items:
         raise PSSLError(f'{image_root}: no images found ({key}.image_root)')
     if len(class_names) < 2:

@@ -1,2 +1,3 @@
 from .pssl import WeightedPSSLDataset
 from . import toy, real_photos, synthetic
+from .classification_set import SourceItem, list_source

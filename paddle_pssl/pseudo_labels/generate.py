@@ -13,13 +13,8 @@ written, each atomically. Shards take every N-th image; under
 """
 import copy
 import dataclasses
-import hashlib
-import json
 import os
-import platform
-import time
 import zlib  # noqa: F401  (before paddle, see paddle_pssl/_zlib_first.py)
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -27,8 +22,10 @@ import numpy as np
 from . import consensus as cons
 from . import pmm as pmm_ops
 from . import store
+from .writer import Label, LabelStoreWriter, image_seed, shard_of, shard_tag
+from ..datasets.classification_set import list_source
 from ..utils.errors import PSSLError
-from ..utils.io import atomic_write_text, read_image_any
+from ..utils.io import read_image_any
 
 POSTPROCESS = ('none', 'pmm')
 # How the consensus becomes PMM's CAM (ReLU'd, peak 1: 0 = no evidence).
@@ -39,7 +36,6 @@ POSTPROCESS = ('none', 'pmm')
 # The consensus has a high floor (half its pixels above 0.6 of the peak on the
 # benchmark), so 'max' makes PMM's CRF call nearly every pixel object.
 PMM_NORMALIZE = ('threshold', 'max', 'minmax')
-IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 DEFAULTS = {
     'seed': 0,
@@ -57,14 +53,6 @@ DEFAULTS = {
                'on_bad_image': 'skip'},
 }
 _KNOWN = {'seed', 'source', 'classifiers', 'explainers', 'consensus', 'output'}
-
-
-@dataclass
-class SourceItem:
-    image_path: str
-    rel: str          # image path relative to image_root, e.g. train/<class>/<file>
-    class_id: int
-    class_name: str
 
 
 def merge_defaults(cfg, path='<config>'):
@@ -137,81 +125,6 @@ def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1
     return np.clip((consensus - low) / (peak - low), 0.0, 1.0)
 
 
-def list_source(image_root, file_list=None, synsets=None):
-    """The classification set as SourceItems, and the class names by id.
-
-    Class-per-folder: ``<image_root>/train/<class>/*`` (ImageNet) or
-    ``<image_root>/<class>/*``. File list: lines ``<path relative to
-    image_root> <class_id>``, the path's folder being the class's name (as in
-    ImageNet's ``train/<wnid>/<wnid>_<n>.JPEG``), which is what the label
-    store and upstream's reader rely on. ``synsets`` (a file, one class name
-    per line) fixes the ids; by default the sorted class folders.
-    """
-    if not os.path.isdir(image_root):
-        raise PSSLError(f'{image_root}: source.image_root is not a directory')
-    names = store.read_synsets(synsets) if synsets else None
-    items = []
-    if file_list:
-        if not os.path.isfile(file_list):
-            raise PSSLError(f'{file_list}: source.file_list not found')
-        if names is None:
-            raise PSSLError(f'{file_list}: a file list needs source.synsets (class names by id)')
-        with open(file_list) as f:
-            for lineno, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
-                    raise PSSLError(f'{file_list}:{lineno}: expected "<path> <class_id>"')
-                rel, class_id = parts[0].replace('\\', '/'), int(parts[1])
-                if not 0 <= class_id < len(names):
-                    raise PSSLError(f'{file_list}:{lineno}: class id {class_id} is not in '
-                                    f'{synsets} ({len(names)} classes)')
-                folder = rel.split('/')[-2] if '/' in rel else ''
-                if folder != names[class_id]:
-                    raise PSSLError(f'{file_list}:{lineno}: {rel} is not in a folder named '
-                                    f'{names[class_id]!r} (class {class_id})')
-                items.append(SourceItem(os.path.join(image_root, rel), rel, class_id, names[class_id]))
-        return items, names
-    base, prefix = image_root, ''
-    if os.path.isdir(os.path.join(image_root, 'train')):
-        base, prefix = os.path.join(image_root, 'train'), 'train/'
-    folders = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
-    if not folders:
-        raise PSSLError(f'{base}: no class folders')
-    if names is None:
-        names = folders
-    index = {n: i for i, n in enumerate(names)}
-    for folder in folders:
-        if folder not in index:
-            raise PSSLError(f'{os.path.join(base, folder)}: class folder is not in {synsets}')
-        for file in sorted(os.listdir(os.path.join(base, folder))):
-            if file.lower().endswith(IMAGE_SUFFIXES):
-                rel = f'{prefix}{folder}/{file}'
-                items.append(SourceItem(os.path.join(image_root, rel), rel, index[folder], folder))
-    if len(names) > store.BACKGROUND:
-        raise PSSLError(f'{image_root}: {len(names)} classes; at most {store.BACKGROUND} fit PSSL')
-    return items, names
-
-
-def shard_of(shard=None):
-    """(index, count): explicit ``(i, n)``, else the launcher's rank, else (0, 1)."""
-    if shard is not None:
-        index, count = shard
-        if not (count >= 1 and 0 <= index < count):
-            raise PSSLError(f'--shard {index}/{count}: need 0 <= i < N')
-        return index, count
-    rank = int(os.environ.get('PADDLE_TRAINER_ID', '0'))
-    world = int(os.environ.get('PADDLE_TRAINERS_NUM', '1'))
-    return rank, max(world, 1)
-
-
-def image_seed(seed, rel):
-    """A per-image seed independent of batch and shard."""
-    digest = hashlib.sha256(f'{seed}:{rel}'.encode()).digest()
-    return int.from_bytes(digest[:4], 'little') & 0x7FFFFFFF
-
-
 def _classifier_spec(classifier):
     from ..explainers import ClassifierSpec
     return ClassifierSpec(
@@ -245,6 +158,11 @@ def _to_input(images_rgb, classifier):
     mean = np.asarray(classifier.mean, np.float32)
     std = np.asarray(classifier.std, np.float32)
     return ((batch.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy()
+
+
+def _read_rgb(item):
+    bgr, note = read_image_any(item.image_path)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), note
 
 
 def _colour(saliency):
@@ -312,6 +230,11 @@ class PseudoLabelGenerator:
         return per_image
 
     # -- the run ----------------------------------------------------------
+    def _store_writer(self):
+        out = self.cfg['output']
+        return LabelStoreWriter(self.root, self.items, self.class_names, int(out['batch_size']),
+                                out['on_bad_image'], desc='PSSL labels')
+
     def label_path(self, item):
         return os.path.join(self.root, store.label_relpath(item.rel))
 
@@ -324,87 +247,48 @@ class PseudoLabelGenerator:
         every newly labelled image's maps, e.g. to score explainers alone."""
         self._on_maps = on_maps
         shard = shard_of(shard)
-        items = self.shard_items(shard)
-        out = self.cfg['output']
-        batch_size = int(out['batch_size'])
-        os.makedirs(self.root, exist_ok=True)
-        tag = f'shard-{shard[0]}-of-{shard[1]}'
-        stats_path = os.path.join(self.root, 'stats', f'{tag}.jsonl')
-        skipped_path = os.path.join(self.root, 'stats', f'{tag}.skipped.jsonl')
-        os.makedirs(os.path.dirname(stats_path), exist_ok=True)
-        writer = self._vdl_writer(tag) if out['vdl_every'] else None
-        from tqdm import tqdm
-        bar = tqdm(total=len(items), desc=f'PSSL labels {tag}', disable=not progress, unit='img')
-        counts = {'written': 0, 'existing': 0, 'skipped': 0, 'converted': 0}
-        started = time.time()
+        writer = self._store_writer()
+        vdl = self._vdl_writer(shard_tag(shard)) if self.cfg['output']['vdl_every'] else None
         try:
-            for start in range(0, len(items), batch_size):
-                if max_images is not None and counts['written'] >= max_images:
-                    break   # whole chunks only: batches stay as in a full run
-                chunk = items[start:start + batch_size]
-                todo = [it for it in chunk if not os.path.isfile(self.label_path(it))]
-                counts['existing'] += len(chunk) - len(todo)
-                if todo:
-                    self._run_chunk(chunk, counts, stats_path, skipped_path, writer, start)
-                bar.update(len(chunk))
+            counts = writer.run(lambda chunk, start: self._run_chunk(writer, chunk, start, vdl),
+                                shard, progress, max_images, extra_counts=('converted',))
         finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
-        counts['seconds'] = round(time.time() - started, 2)
+            if vdl is not None:
+                vdl.close()
         self.finalize()
         return counts
 
-    def _run_chunk(self, chunk, counts, stats_path, skipped_path, writer, start):
-        good, images = [], []
-        for item in chunk:
-            try:
-                bgr, note = read_image_any(item.image_path)
-            except PSSLError as e:
-                if self.cfg['output']['on_bad_image'] == 'raise':
-                    raise
-                if not os.path.isfile(self.label_path(item)):
-                    counts['skipped'] += 1
-                    self._append(skipped_path, {'image': item.rel, 'reason': str(e)})
-                    from paddleseg.utils import logger
-                    logger.warning(f'skipped: {e}')
-                continue
-            if note:
-                counts['converted'] += 1
-            good.append((item, note))
-            images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    def _run_chunk(self, writer, chunk, start, vdl):
+        """Explain the whole chunk; yield a Label for each image without one."""
+        good = writer.read(chunk, _read_rgb)
+        writer.counts['converted'] += sum(1 for _, (_, note) in good if note)
         if not good:
             return
+        images = [image for _, (image, _) in good]
         seeds = [image_seed(self.cfg['seed'], item.rel) for item, _ in good]
         maps = self.explain(images, [item.class_id for item, _ in good], seeds)
         c = self.cfg['consensus']
-        for k, ((item, note), image, image_maps) in enumerate(zip(good, images, maps)):
+        for k, ((item, (_, note)), image, image_maps) in enumerate(zip(good, images, maps)):
             names = sorted(image_maps)
             weights = None if c['weights'] is None else [c['weights'].get(n.split('/')[-1], 1.0)
                                                           for n in names]
             consensus, mask, confidence = cons.make_pseudo_label(
                 [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'])
-            path = self.label_path(item)
-            if os.path.isfile(path):
+            if writer.has_label(item):
                 continue
             if c['postprocess'] == 'pmm':
                 mask, confidence = self._pmm(image, consensus, item.class_id)
-            store.write_label(path, mask, confidence)
-            counts['written'] += 1
+            yield Label(item, mask, confidence, {
+                'converted': note, 'map_means': {n: round(float(image_maps[n].mean()), 4) for n in names}})
             if self._on_maps is not None:
                 self._on_maps(item, image_maps, mask)
-            self._append(stats_path, {
-                'image': item.rel, 'class_id': item.class_id, 'height': int(mask.shape[0]),
-                'width': int(mask.shape[1]), 'foreground': round(float(mask.mean()), 4),
-                'confidence': round(float(confidence.mean()), 4), 'converted': note,
-                'map_means': {n: round(float(image_maps[n].mean()), 4) for n in names}})
-            if writer is not None and (start + k) % self.cfg['output']['vdl_every'] == 0:
+            if vdl is not None and (start + k) % self.cfg['output']['vdl_every'] == 0:
                 step = start + k
-                writer.add_image('PSSL/image', image, step)
+                vdl.add_image('PSSL/image', image, step)
                 for n in names:
-                    writer.add_image(f'PSSL/{n}', _colour(image_maps[n]), step)
-                writer.add_image('PSSL/consensus', _colour(consensus), step)
-                writer.add_image('PSSL/mask', (np.repeat(mask[..., None], 3, -1) * 255).astype(np.uint8), step)
+                    vdl.add_image(f'PSSL/{n}', _colour(image_maps[n]), step)
+                vdl.add_image('PSSL/consensus', _colour(consensus), step)
+                vdl.add_image('PSSL/mask', (np.repeat(mask[..., None], 3, -1) * 255).astype(np.uint8), step)
 
     def _pmm(self, image, consensus, class_id):
         """PMM on the consensus as the image's one CAM -> (mask, confidence)."""
@@ -415,11 +299,6 @@ class PseudoLabelGenerator:
             smooth=p['smooth'], crf_params=self._crf_params, return_confidence=True)
         return (label == class_id).astype(np.uint8), confidence
 
-    @staticmethod
-    def _append(path, record):
-        with open(path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
-
     def _vdl_writer(self, tag):
         from visualdl import LogWriter
         return LogWriter(logdir=os.path.join(self.root, 'vdl', tag))
@@ -427,45 +306,6 @@ class PseudoLabelGenerator:
     def finalize(self):
         """Write train.txt (every label that exists, in source order), the
         synsets and the manifest. Safe to run from any shard at any time."""
-        done = [it for it in self.items if os.path.isfile(self.label_path(it))]
-        atomic_write_text(os.path.join(self.root, store.FILE_LIST),
-                          ''.join(f'{store.label_relpath(it.rel)}\n' for it in done))
-        store.write_synsets(os.path.join(self.root, store.SYNSETS), self.class_names)
-        skipped = []
-        stats_dir = os.path.join(self.root, 'stats')
-        for name in sorted(os.listdir(stats_dir)) if os.path.isdir(stats_dir) else []:
-            if name.endswith('.skipped.jsonl'):
-                skipped += _read_jsonl(os.path.join(stats_dir, name))
-        manifest = {
-            'config': self.cfg, 'config_path': self.config_path,
-            'versions': _versions(), 'images_in_source': len(self.items),
-            'labels': len(done), 'skipped': skipped,
-            'per_image_statistics': 'stats/shard-*-of-*.jsonl',
-            'explainers_not_applicable': getattr(self, 'dropped', {}),
-            'format': 'paddle_pssl.pseudo_labels.store',
-        }
-        atomic_write_text(os.path.join(self.root, store.MANIFEST), json.dumps(manifest, indent=1))
-        return manifest
-
-
-def _read_jsonl(path):
-    records = []
-    with open(path) as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass   # a run killed mid-line
-    return records
-
-
-def _versions():
-    versions = {'python': platform.python_version()}
-    for module in ('paddle', 'paddleseg', 'interpretdl', 'numpy', 'cv2', 'skimage', 'sklearn'):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:   # noqa: BLE001  (a version is informative only)
-            versions[module] = None
-    from .. import __version__
-    versions['paddle_pssl'] = __version__
-    return versions
+        return self._store_writer().finalize(
+            head={'config': self.cfg, 'config_path': self.config_path},
+            tail={'explainers_not_applicable': getattr(self, 'dropped', {})})

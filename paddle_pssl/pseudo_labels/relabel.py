@@ -24,21 +24,20 @@ probabilities P:
                              taken by another class becomes background);
                              confidence = the winning probability.
 
-Work goes in chunks of ``batch_size`` images of the shard's list; an image
-whose label exists is not predicted again (eval-mode predictions do not
-depend on the batch), every file is written atomically, and ``finalize``
-writes train.txt, the synsets and the manifest from what is on disk.
+The label store is written by :class:`.writer.LabelStoreWriter` (chunks of
+``batch_size`` images of the shard's list, atomic files, stats, manifest); an
+image whose label exists is not predicted again, as eval-mode predictions do
+not depend on the batch.
 """
-import json
 import os
-import time
 
 import numpy as np
 
 from . import store
-from .generate import SourceItem, _read_jsonl, _versions, list_source, shard_of
+from .writer import Label, LabelStoreWriter
+from ..datasets.classification_set import SourceItem, list_source
 from ..utils.errors import PSSLError
-from ..utils.io import atomic_write_text, read_image_bgr
+from ..utils.io import read_image_bgr
 
 RULES = ('image_label', 'argmax')
 CLASS_WEIGHTS = ('from_loss', 'none')
@@ -184,6 +183,10 @@ class Relabeller:
                          class_weights_undone=None if class_weights is None else
                          {str(i): float(w) for i, w in enumerate(self.class_weights) if w != 1})
 
+    def _store_writer(self):
+        return LabelStoreWriter(self.root, self.items, self.class_names, self.batch_size,
+                                desc='relabel')
+
     def label_path(self, item):
         return os.path.join(self.root, store.label_relpath(item.rel))
 
@@ -191,42 +194,22 @@ class Relabeller:
         data = self.compose({'img': bgr.astype('float32'), 'trans_info': []})
         return np.asarray(data['img'], np.float32)
 
+    def _read(self, item):
+        bgr = read_image_bgr(item.image_path)
+        return self._input(bgr), bgr.shape[:2]
+
     def run(self, shard=None, progress=True):
-        shard = shard_of(shard)
-        items = self.items[shard[0]::shard[1]]
-        tag = f'shard-{shard[0]}-of-{shard[1]}'
-        stats_dir = os.path.join(self.root, 'stats')
-        os.makedirs(stats_dir, exist_ok=True)
-        stats_path = os.path.join(stats_dir, f'{tag}.jsonl')
-        skipped_path = os.path.join(stats_dir, f'{tag}.skipped.jsonl')
-        counts = {'written': 0, 'existing': 0, 'skipped': 0}
-        started = time.time()
-        from tqdm import tqdm
-        bar = tqdm(total=len(items), desc=f'relabel {tag}', disable=not progress, unit='img')
-        try:
-            for start in range(0, len(items), self.batch_size):
-                chunk = items[start:start + self.batch_size]
-                todo = [it for it in chunk if not os.path.isfile(self.label_path(it))]
-                counts['existing'] += len(chunk) - len(todo)
-                self._run_chunk(todo, counts, stats_path, skipped_path)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-        counts['seconds'] = round(time.time() - started, 2)
+        writer = self._store_writer()
+        counts = writer.run(lambda chunk, start: self._run_chunk(writer, chunk), shard, progress)
         self.finalize()
         return counts
 
-    def _run_chunk(self, todo, counts, stats_path, skipped_path):
+    def _run_chunk(self, writer, chunk):
+        """Predict the chunk's images without a label; yield their Labels."""
         by_shape = {}
-        for item in todo:
-            try:
-                bgr = read_image_bgr(item.image_path)
-                image = self._input(bgr)
-            except PSSLError as e:
-                counts['skipped'] += 1
-                _append(skipped_path, {'image': item.rel, 'reason': str(e)})
-                continue
-            by_shape.setdefault(image.shape, []).append((item, image, bgr.shape[:2]))
+        for item, (image, size) in writer.read([it for it in chunk if not writer.has_label(it)],
+                                                self._read):
+            by_shape.setdefault(image.shape, []).append((item, image, size))
         for group in by_shape.values():   # one forward per image size
             batch = np.stack([image for _, image, _ in group])
             channels = None
@@ -245,38 +228,11 @@ class Relabeller:
                 if weights is not None and self.rule == 'image_label':
                     weights = weights[[store.BACKGROUND, item.class_id]]
                 mask, confidence = label_from_probs(p, item.class_id, self.rule, weights)
-                store.write_label(self.label_path(item), mask, confidence)
-                counts['written'] += 1
-                _append(stats_path, {'image': item.rel, 'class_id': item.class_id,
-                                     'foreground': round(float(mask.mean()), 4),
-                                     'confidence': round(float(confidence.mean()), 4)})
+                yield Label(item, mask, confidence)
 
     def finalize(self):
         """train.txt (labels on disk, in list order), synsets, manifest."""
-        done = [it for it in self.items if os.path.isfile(self.label_path(it))]
-        atomic_write_text(os.path.join(self.root, store.FILE_LIST),
-                          ''.join(f'{store.label_relpath(it.rel)}\n' for it in done))
-        store.write_synsets(os.path.join(self.root, store.SYNSETS), self.class_names)
-        stats_dir = os.path.join(self.root, 'stats')
-        skipped, foreground = [], []
-        for name in sorted(os.listdir(stats_dir)) if os.path.isdir(stats_dir) else []:
-            records = _read_jsonl(os.path.join(stats_dir, name))
-            if name.endswith('.skipped.jsonl'):
-                skipped += records
-            else:
-                foreground += [r['foreground'] for r in records]
-        manifest = {'relabel': self.info, 'versions': _versions(),
-                    'images_in_source': len(self.items), 'labels': len(done),
-                    'mean_foreground_share': round(float(np.mean(foreground)), 4) if foreground else None,
-                    'skipped': skipped, 'per_image_statistics': 'stats/shard-*-of-*.jsonl',
-                    'format': 'paddle_pssl.pseudo_labels.store'}
-        atomic_write_text(os.path.join(self.root, store.MANIFEST), json.dumps(manifest, indent=1))
-        return manifest
-
-
-def _append(path, record):
-    with open(path, 'a') as f:
-        f.write(json.dumps(record) + '\n')
+        return self._store_writer().finalize(head={'relabel': self.info}, foreground_share=True)
 
 
 def relabel_main(argv=None):

@@ -120,7 +120,8 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False):
     elif isinstance(explainer, GradCAMExplainer):
         interp = GradCAMInterpreterFixed(model, gradient_of=explainer.gradient_of)
         for i in range(len(images)):
-            cam = interp.interpret(images[i:i + 1], classifier.feature_layer_name, label=[int(targets[i])], visual=False)
+            cam = interp.interpret(images[i:i + 1], classifier.feature_layer_name, label=[int(targets[i])],
+                                   visual=False)
             maps.append(upsample(cam, images.shape[2:])[0])
     elif isinstance(explainer, (SmoothGradExplainer, IntegratedGradientsExplainer)):
         from interpretdl import IntGradCVInterpreter, SmoothGradInterpreter

@@ -80,11 +80,12 @@ def build_model(arch):
 
 def main():
     args = parse_args()
-    from paddle_pssl.explainers import IMAGENET_MEAN, IMAGENET_STD, ClassifierSpec, ExplainerEnsemble
+    from paddle_pssl.classifiers import IMAGENET_MEAN, IMAGENET_STD, Classifier
+    from paddle_pssl.explainers import ExplainerEnsemble
     from paddle_pssl.explainers.interpretdl_shims import interpretdl_reference
 
     model, feature_layer = build_model(args.arch)
-    spec = ClassifierSpec(model, feature_layer=feature_layer, fc_layer="fc")
+    classifier = Classifier(model, args.arch, feature_layer, input_size=args.image_size, fc_layer="fc")
     u8 = photos(args.num_images, args.image_size)
     images = ((u8.astype(np.float32) / 255 - np.asarray(IMAGENET_MEAN, np.float32))
               / np.asarray(IMAGENET_STD, np.float32)).transpose(0, 3, 1, 2).astype(np.float32)
@@ -109,7 +110,7 @@ def main():
     # warm-up (kernels, the inference export): one image, not timed
     ensembles = {}
     for engine in engines:
-        ens = ExplainerEnsemble(spec, settings, engine=engine, seed=args.seed)
+        ens = ExplainerEnsemble(classifier, settings, engine=engine, seed=args.seed)
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -16,8 +16,8 @@ from PIL import Image
 from paddle_pssl.classifiers import (
     IMAGENET_MEAN, IMAGENET_STD, EfficientNetLite, TorchFileFormatError, UnsafePickleError, build_classifier,
     efficientnet_lite, efficientnet_lite_weights_path, imagenet1k_class_names,
-    load_torch_legacy, load_torch_state_dict, preprocess_images, read_synsets,
-    wrap_classifier)
+    load_torch_legacy, load_torch_state_dict, preprocess_images, wrap_classifier)
+from paddle_pssl.pseudo_labels.store import read_synsets
 from paddle_pssl.classifiers.torch_legacy_reader import (LEGACY_MAGIC_NUMBER,
                                                          LEGACY_PROTOCOL_VERSION)
 
@@ -321,10 +321,13 @@ def test_preprocess_and_synsets(tmp_path):
     np.testing.assert_array_equal(x[0, 0], x[0, 2])  # gray -> equal channels
     ids = ["n%08d" % i for i in range(1000)]
     (tmp_path / "synsets.txt").write_text("\n".join(ids) + "\n")
-    assert read_synsets(tmp_path / "synsets.txt") == ids
+    assert read_synsets(tmp_path / "synsets.txt", count=1000) == ids
     (tmp_path / "bad.txt").write_text("\n".join(ids[:999]))
     with pytest.raises(ValueError):
-        read_synsets(tmp_path / "bad.txt")
+        read_synsets(tmp_path / "bad.txt", count=1000)
+    (tmp_path / "twice.txt").write_text("\n".join(ids[:999] + ids[:1]))
+    with pytest.raises(ValueError, match="twice"):
+        read_synsets(tmp_path / "twice.txt")
 
 
 def test_trained_k_class_lite_head_survives_a_reload(tmp_path):
@@ -337,3 +340,20 @@ def test_trained_k_class_lite_head_survives_a_reload(tmp_path):
     paddle.save(first.model.state_dict(), path)
     again = build_classifier('efficientnet_lite0', weights=path, num_classes=5)
     np.testing.assert_array_equal(first.fc_weight(), again.fc_weight())
+
+
+def test_default_cfg_table_and_one_unit():
+    from paddle_pssl.classifiers import default_cfg, pixel_units
+
+    lite1 = default_cfg("EfficientNet-Lite1")
+    assert (lite1.input_size, lite1.resize_short) == (240, 274)
+    assert lite1.mean == (127 / 255,) * 3 and lite1.std == (128 / 255,) * 3
+    assert default_cfg("ResNet18").mean == IMAGENET_MEAN == (0.485, 0.456, 0.406)
+    assert default_cfg("ResNet18", input_size=128).resize_short == 146
+    # the float32 pixel arithmetic uses exactly the former 0..255 constants
+    np.testing.assert_array_equal(pixel_units(IMAGENET_MEAN),
+                                  np.float32([0.485 * 255, 0.456 * 255, 0.406 * 255]))
+    np.testing.assert_array_equal(pixel_units(IMAGENET_STD),
+                                  np.float32([0.229 * 255, 0.224 * 255, 0.225 * 255]))
+    np.testing.assert_array_equal(pixel_units(lite1.mean), np.float32([127, 127, 127]))
+    np.testing.assert_array_equal(pixel_units(lite1.std), np.float32([128, 128, 128]))

@@ -9,8 +9,8 @@ import pytest
 import paddle
 import paddle.nn as nn
 
-from paddle_pssl.explainers import (IMAGENET_MEAN, IMAGENET_STD, ClassifierSpec, ExplainerEnsemble, build_explainer,
-                                    explain_many)
+from paddle_pssl.classifiers import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from paddle_pssl.explainers import ExplainerEnsemble, build_explainer, explain_many
 from paddle_pssl.explainers.base import upsample
 from paddle_pssl.explainers.lime import normalisation_lut, restore_uint8
 from paddle_pssl.explainers.interpretdl_shims import (GradCAMInterpreterFixed, LIMECVInterpreterFixed,
@@ -55,7 +55,7 @@ def resnet():
     model = ResNet18(class_num=10)
     model.eval()
     # PaddleClas ResNet: stem -> max_pool -> blocks (last: blocks.7) -> avg_pool -> flatten -> fc
-    return ClassifierSpec(model, feature_layer="blocks.7", fc_layer="fc")
+    return Classifier(model, "resnet18", "blocks.7", input_size=SIZE, num_classes=10, fc_layer="fc")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def tiny():
     paddle.seed(1)
     model = TinyNet()
     model.eval()
-    return ClassifierSpec(model, feature_layer="features", fc_layer="fc")
+    return Classifier(model, "tiny", "features", input_size=SIZE, num_classes=10, fc_layer="fc")
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +123,26 @@ def test_cam_equals_hand_computation(resnet, images):
     np.testing.assert_allclose(build_explainer("cam", resnet)(images, TARGETS), expected, atol=1e-5)
 
 
-def test_cam_from_explicit_weights_and_forward_functions(tiny, images):
-    model = tiny.model
-    spec = ClassifierSpec(model, fc_weight=model.fc.weight.numpy(), fc_bias=model.fc.bias.numpy(),
-                          forward_features=model.features,
-                          forward_head=lambda f: model.fc(paddle.flatten(model.pool(f), 1)))
-    for name in ("cam", "gradcam"):
-        np.testing.assert_allclose(build_explainer(name, spec)(images, TARGETS),
-                                   build_explainer(name, tiny)(images, TARGETS), atol=1e-6)
-    by_layer = ClassifierSpec(model, feature_layer="features", fc_layer=model.fc)  # the layer, not its name
-    np.testing.assert_allclose(build_explainer("cam", by_layer)(images, TARGETS),
-                               build_explainer("cam", tiny)(images, TARGETS), atol=1e-6)
+def test_cam_reads_the_fc_layer_live(images):
+    paddle.seed(4)
+    model = TinyNet()
+    model.eval()
+    by_layer = Classifier(model, "tiny", "features", num_classes=10, fc_layer=model.fc)  # the layer, not its name
+    by_name = Classifier(model, "tiny", "features", num_classes=10, fc_layer="fc")
+    assert by_name.fc_layer is model.fc
+    cam = build_explainer("cam", by_layer, normalize=None)
+    before = cam(images, TARGETS)
+    np.testing.assert_array_equal(build_explainer("cam", by_name, normalize=None)(images, TARGETS), before)
+    # the explainer built before the weights change sees the new weights
+    model.fc.weight.set_value(model.fc.weight.numpy() * 2)
+    np.testing.assert_allclose(cam(images, TARGETS), before * 2, rtol=1e-5, atol=1e-6)
+    # fc_weight is class-major [K, C]: the CAM of class t is W[t] . features
+    assert by_layer.fc_weight().shape == (10, 8)
+    with paddle.no_grad():
+        feats = model.features(paddle.to_tensor(images)).numpy()
+    hand = np.einsum("nchw,nc->nhw", feats, by_layer.fc_weight()[TARGETS])
+    np.testing.assert_allclose(build_explainer("cam", by_layer, normalize=None, relu=False)(images, TARGETS),
+                               upsample(hand, (SIZE, SIZE)), rtol=1e-5, atol=1e-6)
 
 
 def test_gradcam_proportional_to_cam_on_gap_linear(resnet, tiny, images):
@@ -247,9 +256,9 @@ def test_lime_uint8_round_trip_any_normalisation():
 
 def test_lime_with_non_imagenet_normalisation(tiny):
     mean, std = (127 / 255,) * 3, (128 / 255,) * 3  # EfficientNet-Lite's (x - 127) / 128
-    spec = ClassifierSpec(tiny.model, feature_layer="features", fc_layer="fc", mean=mean, std=std)
+    clf = Classifier(tiny.model, "tiny", "features", num_classes=10, fc_layer="fc", mean=mean, std=std)
     u8 = photos_uint8()[:1]
-    explainer = build_explainer("lime", spec, num_samples=30, seed=0)
+    explainer = build_explainer("lime", clf, num_samples=30, seed=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         maps = explainer(normalise(u8, mean, std), [2])
@@ -268,7 +277,11 @@ def test_options_are_checked(resnet):
     with pytest.raises(ValueError):
         build_explainer("cam", resnet, normalize="sigmoid")
     with pytest.raises(ValueError):
-        ClassifierSpec(resnet.model, feature_layer="blocks.99")
+        Classifier(resnet.model, "resnet18", "blocks.99")
+    with pytest.raises(ValueError, match="0..1"):
+        Classifier(resnet.model, "resnet18", "blocks.7", mean=(123.675, 116.28, 103.53))
+    with pytest.raises(TypeError):
+        build_explainer("cam", resnet.model)
     with pytest.raises(ValueError):
         build_explainer("cam", resnet)(np.zeros((2, 3, 8, 8), np.float32), [1])
 
@@ -277,9 +290,9 @@ def test_train_mode_model_is_switched_to_eval(images):
     paddle.seed(2)
     model = TinyNet()
     model.train()
-    spec = ClassifierSpec(model, feature_layer="features", fc_layer="fc")
+    clf = Classifier(model, "tiny", "features", num_classes=10, fc_layer="fc")
     with pytest.warns(UserWarning, match="eval mode"):
-        build_explainer("cam", spec)(images, TARGETS)
+        build_explainer("cam", clf)(images, TARGETS)
     assert not model.training
 
 

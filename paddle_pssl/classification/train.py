@@ -170,8 +170,9 @@ def uses_cam(cfg):
 def cam_logits(features, fc_layer):
     """CAM before pooling: z[n, k, i, j] = sum_c features[n, c, i, j] W[c, k] + b[k].
 
-    Paddle's Linear stores W as [C, K]; the mean of z over pixels equals the
-    GAP logits when the model ends in GAP + this layer.
+    W is the live parameter (Paddle's Linear stores it as [C, K]; the numpy copy
+    ``Classifier.fc_weight()`` is its transpose [K, C]); the mean of z over pixels
+    equals the GAP logits when the model ends in GAP + this layer.
     """
     z = paddle.matmul(features.transpose([0, 2, 3, 1]), fc_layer.weight)
     if fc_layer.bias is not None:
@@ -180,10 +181,10 @@ def cam_logits(features, fc_layer):
 
 
 def normalise_batch(images_uint8, mean, std):
-    """uint8 [B, H, W, 3] RGB -> float32 NCHW tensor (x - mean) / std, 0..255 units."""
-    x = images_uint8.astype(np.float32)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return paddle.to_tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    """uint8 [B, H, W, 3] RGB -> float32 NCHW tensor (x/255 - mean) / std, mean/std
+    in 0..1 units (``clf.mean``, ``clf.std``)."""
+    from ..classifiers import normalize_rgb
+    return paddle.to_tensor(normalize_rgb(images_uint8, mean, std))
 
 
 def evaluate_accuracy(clf, images, labels, batch_size=64):
@@ -261,6 +262,7 @@ def _at_input_size(images, size):
 
 
 def _build_model(cfg, num_classes, path):
+    from ..classifiers.default_cfgs import lite_key
     spec = cfg['model']
     name, weights = spec['name'], spec['weights']
     if not isinstance(name, str) or not name:
@@ -273,7 +275,7 @@ def _build_model(cfg, num_classes, path):
         if not load_path.endswith('.pdparams'):
             raise PSSLError(f'{load_path}: model.weights must be a .pdparams file')
         weights = 'random'
-    elif weights is None and not name.lower().replace('-', '_').startswith('efficientnet_lite'):
+    elif weights is None and lite_key(name) is None:
         weights = 'random'  # PaddleClas ships none: say nothing, random is the default
     try:
         with warnings.catch_warnings():

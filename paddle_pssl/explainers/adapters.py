@@ -24,15 +24,15 @@ class OcclusionExplainer(Explainer):
 
     name = "occlusion"
 
-    def __init__(self, spec, window=32, stride=16, perturbations_per_eval=16, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, window=32, stride=16, perturbations_per_eval=16, **kwargs):
+        super().__init__(classifier, **kwargs)
         import_interpretdl()
         import paddle
         from interpretdl import OcclusionInterpreter
 
         self.window, self.stride = int(window), int(stride)
         self.perturbations_per_eval = int(perturbations_per_eval)
-        self._interpreter = OcclusionInterpreter(spec.model, device=paddle.get_device())
+        self._interpreter = OcclusionInterpreter(classifier.model, device=paddle.get_device())
 
     def raw(self, images, targets, shared=None, seeds=None):
         channels = images.shape[1]
@@ -44,21 +44,19 @@ class OcclusionExplainer(Explainer):
 
 
 class ScoreCAMExplainer(Explainer):
-    """Score-CAM (Wang et al. 2020) via InterpretDL, on the spec's feature layer."""
+    """Score-CAM (Wang et al. 2020) via InterpretDL, on the classifier's feature layer."""
 
     name = "scorecam"
 
-    def __init__(self, spec, **kwargs):
-        super().__init__(spec, **kwargs)
-        if spec.feature_layer is None:
-            raise ValueError("Score-CAM needs ClassifierSpec.feature_layer")
+    def __init__(self, classifier, **kwargs):
+        super().__init__(classifier, **kwargs)
         import_interpretdl()
         import paddle
         from interpretdl import ScoreCAMInterpreter
 
-        self._interpreter = ScoreCAMInterpreter(spec.model, device=paddle.get_device())
+        self._interpreter = ScoreCAMInterpreter(classifier.model, device=paddle.get_device())
 
     def raw(self, images, targets, shared=None, seeds=None):
-        maps = self._interpreter.interpret(images, self.spec.feature_layer, labels=list(map(int, targets)),
+        maps = self._interpreter.interpret(images, self.classifier.feature_layer_name, labels=list(map(int, targets)),
                                            visual=False)
         return np.asarray(maps, np.float32)

@@ -1,7 +1,8 @@
-"""The classifier spec, the shared model runner and the map normalisations.
+"""The shared model runner and the map normalisations.
 
-Every explainer is built once from a :class:`ClassifierSpec` and called on a
-whole batch::
+Every explainer is built once from a :class:`~paddle_pssl.classifiers.Classifier`
+(the project's one description of a classifier: model, feature layer, fc layer,
+mean/std in 0..1 units) and called on a whole batch::
 
     maps = explainer(images, target_classes)   # np.float32 [N, H, W] in [0, 1]
 
@@ -13,8 +14,7 @@ import io
 import os
 import sys
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -22,74 +22,8 @@ from .. import _zlib_first  # noqa: F401  must precede paddle, see _zlib_first.p
 import paddle
 import paddle.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class ClassifierSpec:
-    """What the explainers need to know about a classifier.
-
-    Attributes:
-        model: a ``paddle.nn.Layer`` mapping a float32 NCHW RGB batch to logits
-            ``[N, num_classes]``; it should be in eval mode (the explainers
-            switch it, with a warning, if it is not).
-        feature_layer: name (as in ``model.named_sublayers()``) of the layer
-            whose output is the last convolutional feature map ``[N, C, h, w]``
-            (CAM, GradCAM). A forward post-hook on it is added per call and
-            removed afterwards.
-        fc_layer: the final ``nn.Linear`` (after global average pooling), by
-            name or as the layer itself; CAM reads its weight
-            ``[C, num_classes]`` and bias live.
-        fc_weight, fc_bias: alternatively the weight as a numpy array in
-            Paddle's ``Linear`` layout ``[C, num_classes]`` and the bias
-            ``[num_classes]``. They win over ``fc_layer``.
-        forward_features, forward_head: optional pair replacing the hook:
-            ``forward_features(x) -> feature map`` and
-            ``forward_head(features) -> logits``; ``forward_head(forward_features(x))``
-            must equal ``model(x)``.
-        mean, std: the per-channel normalisation that produced ``images``,
-            in units of [0, 1] RGB (``x = (rgb/255 - mean) / std``). LIME
-            needs it to recover the RGB image for its superpixels; e.g.
-            EfficientNet-Lite's ``(x - 127) / 128`` is ``mean=127/255, std=128/255``.
-    """
-
-    model: "paddle.nn.Layer"
-    feature_layer: Optional[str] = None
-    fc_layer: Optional[object] = None  # str or paddle.nn.Linear
-    fc_weight: Optional[np.ndarray] = None
-    fc_bias: Optional[np.ndarray] = None
-    forward_features: Optional[Callable] = None
-    forward_head: Optional[Callable] = None
-    mean: Sequence[float] = IMAGENET_MEAN
-    std: Sequence[float] = IMAGENET_STD
-
-    def __post_init__(self):
-        if (self.forward_features is None) != (self.forward_head is None):
-            raise ValueError("ClassifierSpec: give both forward_features and forward_head, or neither")
-        names = None
-        for attr in ("feature_layer", "fc_layer"):
-            name = getattr(self, attr)
-            if name is not None and isinstance(name, str):
-                names = names or {n for n, _ in self.model.named_sublayers()}
-                if name not in names:
-                    raise ValueError(f"ClassifierSpec.{attr}={name!r} is not a sublayer of the model; "
-                                     f"valid names are in [n for n, _ in model.named_sublayers()]")
-
-    def sublayer(self, name):
-        return dict(self.model.named_sublayers())[name]
-
-    def linear_weights(self):
-        """Return (weight [C, K], bias [K] or None) as float32 numpy arrays."""
-        if self.fc_weight is not None:
-            weight = np.asarray(self.fc_weight, dtype=np.float32)
-            bias = None if self.fc_bias is None else np.asarray(self.fc_bias, dtype=np.float32)
-            return weight, bias
-        if self.fc_layer is None:
-            raise ValueError("CAM needs ClassifierSpec.fc_layer or fc_weight (the linear layer after GAP)")
-        fc = self.sublayer(self.fc_layer) if isinstance(self.fc_layer, str) else self.fc_layer
-        bias = None if getattr(fc, "bias", None) is None else fc.bias.numpy()
-        return fc.weight.numpy(), bias
+from ..classifiers.capture import features_and_logits
+from ..classifiers.registry import Classifier
 
 
 def import_interpretdl():
@@ -326,10 +260,10 @@ class ModelRunner:
     environment's OMP_NUM_THREADS, else 1, as dygraph's kernels use).
     """
 
-    def __init__(self, spec: ClassifierSpec, engine="dygraph", cpu_threads=None):
+    def __init__(self, classifier: Classifier, engine="dygraph", cpu_threads=None):
         if engine not in ("dygraph", "inference"):
             raise ValueError(f"engine must be 'dygraph' or 'inference', got {engine!r}")
-        self.spec = spec
+        self.classifier = classifier
         self.engine = engine
         self.cpu_threads = cpu_threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
         self._inference = {}  # input shape (C, H, W) -> InferenceForward
@@ -340,7 +274,7 @@ class ModelRunner:
         self._inference = {}
 
     def _ensure_eval(self):
-        model = self.spec.model
+        model = self.classifier.model
         if model.training:
             if not self._warned_train:
                 warnings.warn("explainers: the classifier was in train mode; switched to eval mode "
@@ -350,40 +284,13 @@ class ModelRunner:
             model.eval()
 
     def feature_pass(self, images) -> FeaturePass:
-        """Forward the batch once; the backbone runs without a graph."""
-        spec = self.spec
+        """Forward the batch once; the backbone runs without a graph (parameters
+        frozen, the feature map a fresh leaf: :mod:`paddle_pssl.classifiers.capture`)."""
+        clf = self.classifier
         self._ensure_eval()
-        x = paddle.to_tensor(images)
-        with frozen_parameters(spec.model):
-            if spec.forward_features is not None:
-                with paddle.no_grad():
-                    feats = spec.forward_features(x)
-                feats = feats.detach()
-                feats.stop_gradient = False
-                logits = spec.forward_head(feats)
-                return FeaturePass(feats, logits)
-            if spec.feature_layer is None:
-                raise ValueError("CAM/GradCAM need ClassifierSpec.feature_layer (or forward_features/forward_head)")
-            captured = []
-
-            def hook(layer, inputs, output):
-                # replace the output by a fresh leaf that requires grad: the
-                # graph then starts here and paddle.grad reaches it (Paddle >= 2.4
-                # keeps no .grad on intermediate tensors)
-                leaf = output.detach()
-                leaf.stop_gradient = False
-                captured.append(leaf)
-                return leaf
-
-            handle = spec.sublayer(spec.feature_layer).register_forward_post_hook(hook)
-            try:
-                logits = spec.model(x)
-            finally:
-                handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"feature_layer {spec.feature_layer!r} ran {len(captured)} times in one "
-                               f"forward; choose a layer that runs exactly once")
-        return FeaturePass(captured[0], logits)
+        with frozen_parameters(clf.model):
+            features, logits = features_and_logits(clf.model, clf.feature_layer, images, leaf=True)
+        return FeaturePass(features, logits)
 
     def probabilities(self, images):
         """Softmax of the logits, no graph. [N, K] numpy."""
@@ -391,10 +298,10 @@ class ModelRunner:
         if self.engine == "inference":
             shape = tuple(images.shape[1:])
             if shape not in self._inference:
-                self._inference[shape] = InferenceForward(self.spec.model, shape, self.cpu_threads)
+                self._inference[shape] = InferenceForward(self.classifier.model, shape, self.cpu_threads)
             return softmax(self._inference[shape].logits(images))
         with paddle.no_grad():
-            logits = self.spec.model(paddle.to_tensor(images))
+            logits = self.classifier.model(paddle.to_tensor(images))
             return F.softmax(logits, axis=1).numpy()
 
     def input_gradients(self, images, targets, gradient_of="probability"):
@@ -402,8 +309,8 @@ class ModelRunner:
         self._ensure_eval()
         x = paddle.to_tensor(images)
         x.stop_gradient = False
-        with frozen_parameters(self.spec.model):
-            logits = self.spec.model(x)
+        with frozen_parameters(self.classifier.model):
+            logits = self.classifier.model(x)
             score = class_score(logits, targets, gradient_of)
             (grad,) = paddle.grad([score], [x])
         return grad.numpy()
@@ -415,11 +322,13 @@ class Explainer:
     name = "explainer"
     default_normalize = "relu_max"
 
-    def __init__(self, spec: ClassifierSpec, normalize="default", percentile=99.0, runner=None, engine="dygraph"):
-        if not isinstance(spec, ClassifierSpec):
-            raise TypeError("explainers take a paddle_pssl.explainers.ClassifierSpec")
-        self.spec = spec
-        self.runner = runner or ModelRunner(spec, engine=engine)
+    def __init__(self, classifier: Classifier, normalize="default", percentile=99.0, runner=None,
+                 engine="dygraph"):
+        if not isinstance(classifier, Classifier):
+            raise TypeError("explainers take a paddle_pssl.classifiers.Classifier "
+                            "(build_classifier, wrap_classifier or Classifier(...))")
+        self.classifier = classifier
+        self.runner = runner or ModelRunner(classifier, engine=engine)
         self.normalize = self.default_normalize if normalize == "default" else normalize
         if self.normalize is not None and self.normalize not in NORMALIZERS:
             raise ValueError(f"unknown normalize={self.normalize!r}; choose one of {sorted(NORMALIZERS)} or None")

@@ -1,7 +1,8 @@
 """CAM and GradCAM from one forward of the batch.
 
 CAM (Zhou et al. 2016), exact for a classifier ending in global average
-pooling + one linear layer: ``cam_c(i, j) = sum_k W[k, c] * f_k(i, j)``
+pooling + one linear layer: ``cam_c(i, j) = sum_k W[c, k] * f_k(i, j)`` with
+``W = classifier.fc_weight()`` ([num_classes, C], read at call time)
 (``+ b_c`` with ``include_bias=True``, so that the map's spatial mean is the
 logit). GradCAM (Selvaraju et al. 2017) as InterpretDL 0.8.0 computes it:
 channel weights = spatial mean of d score / d features, map =
@@ -25,28 +26,28 @@ class CAMExplainer(Explainer):
 
     name = "cam"
 
-    def __init__(self, spec, include_bias=False, relu=True, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, include_bias=False, relu=True, **kwargs):
+        super().__init__(classifier, **kwargs)
         self.include_bias = include_bias
         self.relu = relu
 
     def raw(self, images, targets, shared=None, seeds=None):
         shared = shared or self.runner.feature_pass(images)
         feats = shared.features.numpy()  # [N, C, h, w]
-        weight, bias = self.spec.linear_weights()  # [C, K], [K]
-        if weight.shape[0] != feats.shape[1]:
-            raise ValueError(f"CAM: linear weight has {weight.shape[0]} input channels but the feature map "
-                             f"has {feats.shape[1]}; fc_weight must be in Paddle's [C, num_classes] layout")
-        cams = np.einsum("nchw,cn->nhw", feats, weight[:, targets])
-        if self.include_bias and bias is not None:
-            cams = cams + bias[targets].reshape(-1, 1, 1)
+        weight = self.classifier.fc_weight()  # [K, C]; raises when there is no exact CAM
+        if weight.shape[1] != feats.shape[1]:
+            raise ValueError(f"CAM: the fc layer has {weight.shape[1]} input channels but the feature map "
+                             f"has {feats.shape[1]}; the feature layer must feed the pooling + fc head")
+        cams = np.einsum("nchw,nc->nhw", feats, weight[targets])
+        if self.include_bias:
+            cams = cams + self.classifier.fc_bias()[targets].reshape(-1, 1, 1)
         if self.relu:
             cams = np.maximum(cams, 0)
         return upsample(cams, images.shape[2:])
 
 
 class GradCAMExplainer(Explainer):
-    """GradCAM on the spec's feature layer.
+    """GradCAM on the classifier's feature layer.
 
     gradient_of: ``'logit'`` (default: the GradCAM paper's class score, and the
     choice for which GradCAM equals CAM on GAP + linear models) or
@@ -55,8 +56,8 @@ class GradCAMExplainer(Explainer):
 
     name = "gradcam"
 
-    def __init__(self, spec, gradient_of="logit", **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, gradient_of="logit", **kwargs):
+        super().__init__(classifier, **kwargs)
         if gradient_of not in ("logit", "probability"):
             raise ValueError(f"gradient_of must be 'logit' or 'probability', got {gradient_of!r}")
         self.gradient_of = gradient_of

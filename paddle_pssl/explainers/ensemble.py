@@ -10,7 +10,8 @@
 """
 import time
 
-from .base import ClassifierSpec, ModelRunner, as_batch
+from ..classifiers.registry import Classifier
+from .base import ModelRunner, as_batch
 
 # explainers that need the clean forward (LIME reuses it when it exists)
 _USES_FEATURES = {"cam", "gradcam"}
@@ -27,22 +28,22 @@ class ExplainerEnsemble:
     an explainer's own ``engine`` option overrides it for that explainer.
     """
 
-    def __init__(self, spec: ClassifierSpec, explainers=("cam", "gradcam", "smoothgrad", "lime"), engine="dygraph",
-                 cpu_threads=None, **common):
+    def __init__(self, classifier: Classifier, explainers=("cam", "gradcam", "smoothgrad", "lime"),
+                 engine="dygraph", cpu_threads=None, **common):
         from . import build_explainer  # the registry lives in the package
 
         if not isinstance(explainers, dict):
             explainers = {name: {} for name in explainers}
-        self.spec = spec
-        self.runner = ModelRunner(spec, engine=engine, cpu_threads=cpu_threads)
+        self.classifier = classifier
+        self.runner = ModelRunner(classifier, engine=engine, cpu_threads=cpu_threads)
         self.explainers = {}
         for name, options in explainers.items():
             options = dict(options or {})
             runner = self.runner
             if options.get("engine", engine) != engine:  # e.g. lime: {engine: inference}
-                runner = ModelRunner(spec, engine=options.pop("engine"), cpu_threads=cpu_threads)
+                runner = ModelRunner(classifier, engine=options.pop("engine"), cpu_threads=cpu_threads)
             options.pop("engine", None)
-            self.explainers[name] = build_explainer(name, spec, runner=runner, _common=common, **options)
+            self.explainers[name] = build_explainer(name, classifier, runner=runner, _common=common, **options)
         self.last_timings = {}
 
     def __call__(self, images, targets, seeds=None):
@@ -71,11 +72,11 @@ class ExplainerEnsemble:
         return maps
 
 
-def explain_many(spec, images, targets, names=("cam", "gradcam", "smoothgrad", "lime"), seeds=None, **options):
+def explain_many(classifier, images, targets, names=("cam", "gradcam", "smoothgrad", "lime"), seeds=None, **options):
     """One-shot :class:`ExplainerEnsemble`: ``{name: maps}`` for the batch.
 
     ``options`` may hold per-explainer dicts keyed by name (``lime={'num_samples': 100}``)
     and common options (``seed=0``).
     """
     per_name = {name: options.pop(name, {}) for name in names}
-    return ExplainerEnsemble(spec, per_name, **options)(images, targets, seeds=seeds)
+    return ExplainerEnsemble(classifier, per_name, **options)(images, targets, seeds=seeds)

@@ -104,7 +104,7 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False):
       global numpy state is restored afterwards).
     * intgrad: ``IntGradCVInterpreter`` (zero baseline).
     * lime: one :class:`LIMECVInterpreterFixed` ``(random_seed=seed)`` over the
-      images in order. 0.8.0 hard-wires ImageNet mean/std, so the spec must too.
+      images in order. 0.8.0 hard-wires ImageNet mean/std, so the classifier must too.
     """
     from .base import as_batch, normalize_maps, reduce_channels, upsample
     from .cam import CAMExplainer, GradCAMExplainer
@@ -112,15 +112,16 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False):
     from .smoothgrad import IntegratedGradientsExplainer, SmoothGradExplainer
 
     images, targets = as_batch(images, targets)
-    spec = explainer.spec
-    model = spec.model
+    classifier = explainer.classifier
+    model = classifier.model
     maps = []
     if isinstance(explainer, CAMExplainer):
         maps = [explainer.raw(images[i:i + 1], targets[i:i + 1])[0] for i in range(len(images))]
     elif isinstance(explainer, GradCAMExplainer):
         interp = GradCAMInterpreterFixed(model, gradient_of=explainer.gradient_of)
         for i in range(len(images)):
-            cam = interp.interpret(images[i:i + 1], spec.feature_layer, label=[int(targets[i])], visual=False)
+            cam = interp.interpret(images[i:i + 1], classifier.feature_layer_name, label=[int(targets[i])],
+                                   visual=False)
             maps.append(upsample(cam, images.shape[2:])[0])
     elif isinstance(explainer, (SmoothGradExplainer, IntegratedGradientsExplainer)):
         from interpretdl import IntGradCVInterpreter, SmoothGradInterpreter
@@ -146,10 +147,10 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False):
             np.random.set_state(saved_state)
             model.clear_gradients()  # 0.8.0 leaves every parameter's .grad behind
     elif isinstance(explainer, LIMEExplainer):
-        from .base import IMAGENET_MEAN, IMAGENET_STD
+        from ..classifiers import IMAGENET_MEAN, IMAGENET_STD
 
-        if not (np.allclose(spec.mean, IMAGENET_MEAN) and np.allclose(spec.std, IMAGENET_STD)):
-            raise ValueError("InterpretDL 0.8.0's LIME assumes ImageNet mean/std; the spec uses others")
+        if not (np.allclose(classifier.mean, IMAGENET_MEAN) and np.allclose(classifier.std, IMAGENET_STD)):
+            raise ValueError("InterpretDL 0.8.0's LIME assumes ImageNet mean/std; the classifier uses others")
         interp = LIMECVInterpreterFixed(model, random_seed=seed)
         for i in range(len(images)):
             t = int(targets[i])

@@ -14,8 +14,8 @@ other explainers run (:meth:`LIMEExplainer.prepare_async`).
 
 Like InterpretDL, the image is first restored to uint8 (the perturbed copies
 are built from it, switched-off superpixels get their mean colour, truncated
-to uint8), then normalised again, but with the spec's mean/std instead of
-InterpretDL's hard-wired ImageNet statistics.
+to uint8), then normalised again, but with the classifier's mean/std (0..1
+units) instead of InterpretDL's hard-wired ImageNet statistics.
 
 Normalisation (default ``'relu_max'``): each superpixel painted with its
 weight, negative weights set to 0, division by the max. Options: ``'abs_max'``,
@@ -91,9 +91,9 @@ class LIMEExplainer(Explainer):
     name = "lime"
     default_normalize = "relu_max"
 
-    def __init__(self, spec, num_samples=1000, batch_size=50, seed=None, kernel_width=0.25, n_jobs=None,
+    def __init__(self, classifier, num_samples=1000, batch_size=50, seed=None, kernel_width=0.25, n_jobs=None,
                  segment_fn=None, **kwargs):
-        super().__init__(spec, **kwargs)
+        super().__init__(classifier, **kwargs)
         import_interpretdl()
         from interpretdl.interpreter._lime_base import LimeBase, compute_segments
 
@@ -104,7 +104,7 @@ class LIMEExplainer(Explainer):
         self.n_jobs = n_jobs or os.cpu_count() or 1
         self.segment_fn = segment_fn or compute_segments
         self._lime_base = LimeBase(kernel_width=kernel_width, random_state=seed)
-        self._lut = normalisation_lut(spec.mean, spec.std)
+        self._lut = normalisation_lut(classifier.mean, classifier.std)
         self.last_segments = None  # superpixels of the last batch, for inspection
         self.last_scores = None  # the linear model's weighted R^2 per image
 
@@ -120,7 +120,8 @@ class LIMEExplainer(Explainer):
 
     def prepare(self, images):
         """Per image (segments [H, W], quantised input [C, H, W], mean-colour input)."""
-        images_u8 = restore_uint8(np.asarray(images, np.float32), self.spec.mean, self.spec.std)
+        images_u8 = restore_uint8(np.asarray(images, np.float32), self.classifier.mean,
+                                  self.classifier.std)
         if self.n_jobs > 1 and len(images_u8) > 1:
             with ThreadPoolExecutor(min(self.n_jobs, len(images_u8))) as pool:
                 return list(pool.map(self._prepare_one, images_u8))

@@ -24,8 +24,8 @@ from .base import Explainer, chunks, image_rngs, reduce_channels
 class _InputGradientExplainer(Explainer):
     default_normalize = "percentile"
 
-    def __init__(self, spec, gradient_of="probability", channel_reduce="abs_sum", batch_size=32, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, gradient_of="probability", channel_reduce="abs_sum", batch_size=32, **kwargs):
+        super().__init__(classifier, **kwargs)
         if gradient_of not in ("logit", "probability"):
             raise ValueError(f"gradient_of must be 'logit' or 'probability', got {gradient_of!r}")
         reduce_channels(np.zeros((1, 1, 1, 1), np.float32), channel_reduce)  # validates the name
@@ -85,8 +85,8 @@ class SmoothGradExplainer(_InputGradientExplainer):
 
     name = "smoothgrad"
 
-    def __init__(self, spec, n_samples=50, noise_amount=0.1, seed=None, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, n_samples=50, noise_amount=0.1, seed=None, **kwargs):
+        super().__init__(classifier, **kwargs)
         self.n_samples = int(n_samples)
         self.noise_amount = noise_amount
         self.reseed(seed)
@@ -119,8 +119,8 @@ class IntegratedGradientsExplainer(_InputGradientExplainer):
 
     name = "intgrad"
 
-    def __init__(self, spec, steps=50, baseline=0.0, **kwargs):
-        super().__init__(spec, **kwargs)
+    def __init__(self, classifier, steps=50, baseline=0.0, **kwargs):
+        super().__init__(classifier, **kwargs)
         self.steps = int(steps)
         self.baseline = baseline
 

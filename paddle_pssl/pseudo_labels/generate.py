@@ -125,16 +125,9 @@ def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1
     return np.clip((consensus - low) / (peak - low), 0.0, 1.0)
 
 
-def _classifier_spec(classifier):
-    from ..explainers import ClassifierSpec
-    return ClassifierSpec(
-        model=classifier.model, feature_layer=classifier.feature_layer_name,
-        fc_layer=classifier.fc_layer,   # read live by CAM
-        mean=[m / 255.0 for m in classifier.mean], std=[s / 255.0 for s in classifier.std])
-
-
 def load_classifiers(entries):
-    """[(name, Classifier, ClassifierSpec)] from the config's classifier list."""
+    """[(label, Classifier)] from the config's classifier list; the explainers
+    take the Classifier itself."""
     from ..classifiers import build_classifier
     out = []
     for entry in entries:
@@ -147,7 +140,7 @@ def load_classifiers(entries):
             classifier = build_classifier(name, **entry)
         except (ValueError, ImportError, FileNotFoundError, KeyError) as e:
             raise PSSLError(f'classifier {name}: {e}'.splitlines()[0])
-        out.append((label, classifier, _classifier_spec(classifier)))
+        out.append((label, classifier))
     return out
 
 
@@ -155,9 +148,7 @@ def _to_input(images_rgb, classifier):
     """Stretch each RGB uint8 image to the classifier's square input, normalise, NCHW."""
     size = classifier.input_size
     batch = np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA) for im in images_rgb])
-    mean = np.asarray(classifier.mean, np.float32)
-    std = np.asarray(classifier.std, np.float32)
-    return ((batch.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2).copy()
+    return classifier.normalize(batch)
 
 
 def _read_rgb(item):
@@ -202,7 +193,7 @@ class PseudoLabelGenerator:
             explainers = {name: {} for name in explainers}
         self._ensembles = []
         self.dropped = {}
-        for label, classifier, spec in self._classifiers:
+        for label, classifier in self._classifiers:
             own = dict(explainers)
             if 'cam' in own and classifier.fc_layer is None:
                 # the exact CAM needs global pooling + one linear layer at the end
@@ -213,13 +204,13 @@ class PseudoLabelGenerator:
                                f'using its other explainers')
             if not own:
                 raise PSSLError(f'{label}: none of the configured explainers applies')
-            self._ensembles.append(ExplainerEnsemble(spec, own, seed=self.cfg['seed']))
+            self._ensembles.append(ExplainerEnsemble(classifier, own, seed=self.cfg['seed']))
 
     def explain(self, images_rgb, class_ids, seeds):
         """{'<classifier>/<explainer>': [maps at each image's size]} for a batch."""
         self._ensure_models()
         per_image = [dict() for _ in images_rgb]
-        for (label, classifier, _), ensemble in zip(self._classifiers, self._ensembles):
+        for (label, classifier), ensemble in zip(self._classifiers, self._ensembles):
             x = _to_input(images_rgb, classifier)
             maps = ensemble(x, np.asarray(class_ids, np.int64), seeds=seeds)
             for name, batch_maps in maps.items():

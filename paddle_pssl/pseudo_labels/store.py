@@ -92,13 +92,25 @@ def read_label(path):
     return mask, confidence
 
 
-def read_synsets(path):
+def read_synsets(path, count=None):
+    """Class names in class-id order, the project's one synsets reader.
+
+    Rule: one name per line (a class folder name or a WordNet id such as
+    ``n01440764``), surrounding whitespace stripped, blank lines skipped; the
+    names must be distinct (a name is a class's folder), and with ``count``
+    there must be exactly that many (1000 for ImageNet-1k).
+    """
     if not os.path.isfile(path):
         raise PSSLError(f'{path}: synsets file not found')
     with open(path) as f:
         names = [line.strip() for line in f if line.strip()]
     if not names:
         raise PSSLError(f'{path}: synsets file is empty')
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise PSSLError(f'{path}: class names listed twice: {repeated[:3]}')
+    if count is not None and len(names) != count:
+        raise PSSLError(f'{path}: expected {count} class names, got {len(names)}')
     return names
 
 

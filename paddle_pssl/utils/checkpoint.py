@@ -134,6 +134,8 @@ class Checkpoints:
 
     def __init__(self, save_dir, keep=0, with_state=False):
         self.save_dir, self.keep, self.with_state = save_dir, int(keep), with_state
+        if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+            raise PSSLError(f'{save_dir}: save_dir is a file, not a folder')
         os.makedirs(save_dir, exist_ok=True)
         self.remove_leftovers()
 

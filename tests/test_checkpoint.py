@@ -151,3 +151,24 @@ def test_files_and_folders_get_ordinary_permissions(tmp_path):
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
     with open(os.path.join(folder, 'state.json')) as f:
         assert json.load(f) == {'iteration': 1}
+
+
+def test_paddleseg_loop_saves_are_committed_as_a_pair(tmp_path):
+    """The paddle PaddleSeg's loop sees: iter_N/ appears once both files are
+    written, the helper keeps the last N, other files are written atomically."""
+    from paddle_pssl.core.train import _LoopPaddle
+    view = _LoopPaddle(Checkpoints(str(tmp_path), keep=2), ('model.pdparams', 'model.pdopt'))
+    for n in (1, 2, 3):
+        folder = tmp_path / f'iter_{n}'
+        folder.mkdir()                                       # as the loop's makedirs does
+        view.save(_params(n), str(folder / 'model.pdparams'))
+        assert os.listdir(folder) == [] and newest_complete(str(tmp_path)) != str(folder)
+        view.save(_opt(n), str(folder / 'model.pdopt'))
+        assert newest_complete(str(tmp_path)) == str(folder)
+    assert _iters(tmp_path) == [2, 3]
+    view.save(_params(9.0), str(tmp_path / 'best_model' / 'model.pdparams'))
+    assert os.listdir(tmp_path / 'best_model') == ['model.pdparams']
+    view.save(_params(4.0), str(tmp_path / 'iter_4' / 'model.pdparams'))
+    view.abort()                                             # the run ended before the pair
+    assert sorted(os.listdir(tmp_path)) == ['best_model', 'iter_2', 'iter_3']
+    assert view.ones_like is paddle.ones_like                # the rest is paddle's

@@ -4,8 +4,11 @@ A checkpoint holds ``model.pdparams`` and ``model.pdopt`` (and, for loops
 that need more to resume, ``state.json``). Its files are written into a
 staging folder ``<save_dir>/.tmp_new_iter_<n>.<hex>`` that is then renamed to
 ``iter_<n>``, so an ``iter_<n>`` folder only ever appears with all of its
-files written: a kill at any instant leaves the checkpoints that were there
-before, or those plus the new one. A checkpoint is *complete* when its folder
+files written, and old ones are renamed away before they are deleted: a kill
+at any instant leaves only complete checkpoints, those from before the save
+or those plus the new one, some old ones perhaps already pruned. (Replacing
+an ``iter_<n>`` that exists takes two renames; a kill between them is rolled
+back by the next :class:`Checkpoints`.) A checkpoint is *complete* when its folder
 is named ``iter_<n>`` and holds both model files (and ``state.json`` where the
 loop asks for it); folders that do not pass (an empty ``iter_<n>`` from
 PaddleSeg's ``makedirs``, a hand-copied partial one) are ignored by

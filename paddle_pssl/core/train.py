@@ -14,16 +14,21 @@ for every loss, written for Paddle <= 2.4 where a mean was a [1] tensor; in
 even with PaddleSeg's own CrossEntropyLoss. The hook returns [1]-shaped losses.
 
 Shim for paddleseg 2.8.0's checkpoints: the loop writes ``iter_N/model.pdparams``
-and ``.pdopt`` with plain ``paddle.save``, so a kill mid-save leaves a truncated
-file that ``--resume_model`` or fine-tuning then trips over. For the run, the
-loop's ``paddle`` is a view of paddle whose ``save`` goes through a temporary
-file and a rename.
+then ``model.pdopt`` with plain ``paddle.save`` and prunes with its own deque,
+so a kill mid-save leaves a truncated file, or a folder with one file of the
+pair, that ``--resume_model`` or fine-tuning then trips over. For the run, the
+loop's ``paddle`` is a view of paddle whose ``save`` stages the files of
+``iter_N/`` and commits them together through
+:class:`~paddle_pssl.utils.checkpoint.Checkpoints` (which also keeps the last
+``keep_checkpoint_max``), and writes any other file atomically.
 """
 import importlib
+import os
 import types
 
 import paddle
 
+from ..utils.checkpoint import Checkpoints, require_complete
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
 
@@ -72,21 +77,47 @@ def attach_pixel_weight_hook(model):
     return True
 
 
-class _PaddleAtomicSave(types.ModuleType):
-    """``paddle`` as PaddleSeg's loop sees it during a run: all of it, with an
-    atomic ``save``."""
+class _LoopPaddle(types.ModuleType):
+    """``paddle`` as PaddleSeg's loop sees it during a run: all of it, with a
+    ``save`` that commits ``iter_N/`` checkpoints as a unit through
+    ``checkpoints`` (None on ranks that save nothing) once every file of
+    ``unit`` is written, and writes any other file atomically."""
 
-    def __init__(self):
+    def __init__(self, checkpoints, unit):
         super().__init__('paddle')
+        self._checkpoints, self._unit, self._staging = checkpoints, unit, None
 
     def __getattr__(self, name):
         return getattr(paddle, name)
 
-    @staticmethod
-    def save(obj, path, *args, **kwargs):
-        if args or kwargs:
-            return paddle.save(obj, path, *args, **kwargs)
-        return atomic_paddle_save(obj, path)
+    def save(self, obj, path, *args, **kwargs):
+        iteration = None
+        if self._checkpoints is not None and not (args or kwargs) and \
+                os.path.basename(path) in self._unit:
+            iteration = self._checkpoints.iteration_of(path)
+        if iteration is None:
+            if args or kwargs:
+                return paddle.save(obj, path, *args, **kwargs)
+            return atomic_paddle_save(obj, path)
+        if self._staging is not None and self._staging.iteration != iteration:
+            self.abort()
+        if self._staging is None:
+            self._staging = self._checkpoints.stage(iteration)
+        staging = self._staging
+        try:
+            paddle.save(obj, staging.file(os.path.basename(path)))
+        except BaseException:
+            self.abort()
+            raise
+        if all(staging.has(name) for name in self._unit):
+            self._staging = None
+            staging.commit()
+
+    def abort(self):
+        """Drop a checkpoint whose files did not all arrive."""
+        if self._staging is not None:
+            self._staging.abort()
+            self._staging = None
 
 
 def train(model, train_dataset, **kwargs):
@@ -98,11 +129,24 @@ def train(model, train_dataset, **kwargs):
         # loop would spin forever without training.
         raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
                         f'batch_size {batch_size} x {nranks} device(s): no full batch')
+    if kwargs.get('resume_model') is not None:
+        # the loop reads N from the folder name and both files
+        require_complete(kwargs['resume_model'], flag='--resume_model', need_name=True)
+    checkpoints = None
+    if paddle.distributed.ParallelEnv().local_rank == 0:  # the rank the loop saves on
+        checkpoints = Checkpoints(kwargs.get('save_dir', 'output'),
+                                  keep=kwargs.get('keep_checkpoint_max', 5))
+    unit = ('model.pdparams', 'model.pdopt') + (
+        ('ema_model.pdparams',) if kwargs.get('use_ema') else ())
+    # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes
+    kwargs['keep_checkpoint_max'] = 0
     attached = attach_pixel_weight_hook(model)
-    seg_train_module.paddle = _PaddleAtomicSave()
+    loop_paddle = _LoopPaddle(checkpoints, unit)
+    seg_train_module.paddle = loop_paddle
     try:
         seg_train_module.train(model, train_dataset, **kwargs)
     finally:
+        loop_paddle.abort()
         seg_train_module.paddle = paddle
         if attached:
             del model.loss_computation

@@ -19,9 +19,7 @@ import copy
 import difflib
 import os
 import random
-import shutil
 import time
-from collections import deque
 
 import numpy as np
 
@@ -29,8 +27,8 @@ from .. import _zlib_first  # noqa: F401  before paddle, see that module
 import paddle
 
 from ..losses.triplet import MixMatchTripletLoss, triplet_margin_loss
+from ..utils.checkpoint import Checkpoints, read_checkpoint, require_complete
 from ..utils.errors import PSSLError
-from ..utils.io import atomic_paddle_save
 from .graph import build_triplets
 from .patches import PatchSampler, sample_batch_patches
 
@@ -140,27 +138,129 @@ def _renamed(state, names):
     return out
 
 
-def _save_checkpoint(model, optimizer, directory):
-    os.makedirs(directory, exist_ok=True)
-    atomic_paddle_save(model.state_dict(), os.path.join(directory, 'model.pdparams'))
+def _save_checkpoint(checkpoints, iteration, model, optimizer):
+    """``iter_<iteration>/`` with the model and the optimizer state under structured names."""
     to_structured = {p.name: k for k, p in model.named_parameters()}
-    atomic_paddle_save(_renamed(optimizer.state_dict(), to_structured),
-                       os.path.join(directory, 'model.pdopt'))
+    return checkpoints.save(iteration, model.state_dict(),
+                            _renamed(optimizer.state_dict(), to_structured))
 
 
 def _resume(model, optimizer, directory):
-    """Load ``<dir>/model.pdparams`` and ``model.pdopt``; the iteration from the name."""
-    import re
-    directory = os.path.normpath(directory)
-    found = re.search(r'iter_(\d+)$', directory)
-    paths = [os.path.join(directory, f) for f in ('model.pdparams', 'model.pdopt')]
-    if not found or not all(os.path.isfile(p) for p in paths):
-        raise PSSLError(f'{directory}: --resume_model needs an iter_<n> directory with '
-                        'model.pdparams and model.pdopt')
-    model.set_state_dict(paddle.load(paths[0]))
+    """Load a complete ``iter_<n>`` checkpoint into model and optimizer; -> n."""
+    ckpt = read_checkpoint(directory, flag='--resume_model', need_name=True)
+    model.set_state_dict(ckpt.params)
     to_generated = {k: p.name for k, p in model.named_parameters()}
-    optimizer.set_state_dict(_renamed(paddle.load(paths[1]), to_generated))
-    return int(found.group(1))
+    optimizer.set_state_dict(_renamed(ckpt.optimizer, to_generated))
+    return ckpt.iteration
+
+
+def _make_optimizer(settings, backbone, iters):
+    """SGD with momentum on the backbone only, lr x decay_factor from decay_at."""
+    lr = float(settings['learning_rate'])
+    boundary = int(round(float(settings['decay_at']) * iters))
+    scheduler = paddle.optimizer.lr.PiecewiseDecay(
+        boundaries=[max(boundary, 1)], values=[lr, lr * float(settings['decay_factor'])])
+    # only the backbone: weight decay must not move the untouched head either
+    optimizer = paddle.optimizer.Momentum(
+        learning_rate=scheduler, momentum=float(settings['momentum']),
+        parameters=backbone.parameters(),
+        weight_decay=float(settings['weight_decay']) or None)
+    return optimizer, scheduler, boundary
+
+
+def _train_mode(model, backbone, freeze_bn):
+    model.train()
+    if freeze_bn:
+        for layer in backbone.sublayers():
+            if isinstance(layer, paddle.nn.layer.norm._BatchNormBase):
+                layer.eval()
+
+
+class _Step:
+    """One M&M step: Mix the patches of the step's images, Match them into
+    triplets, one SGD step on the triplet loss. Its draws depend only on
+    (seed, iteration)."""
+
+    def __init__(self, train_dataset, per_step, seed, sampler, backbone, criterion, optimizer,
+                 margin):
+        self.train_dataset, self.per_step, self.seed = train_dataset, per_step, seed
+        self.sampler, self.backbone, self.criterion = sampler, backbone, criterion
+        self.optimizer, self.margin = optimizer, margin
+        self.empty_steps = 0
+
+    def __call__(self, iteration):
+        """-> (stats, lr used); stats: loss, d_ap, d_an, active, patches, triplets."""
+        seed = self.seed
+        # Mix: the step's images, patches of all of them shuffled together
+        # PaddleSeg's transforms draw from the global generators
+        np.random.seed(_seed_state(seed, 2, iteration))
+        random.seed(_seed_state(seed, 4, iteration))
+        rng = np.random.default_rng([seed, 3, iteration])
+        samples = [self.train_dataset[int(i)] for i in
+                   _step_images(iteration, len(self.train_dataset), self.per_step, seed)]
+        patches, labels, _ = sample_batch_patches(
+            [s['img'] for s in samples], [_as_label(s['label']) for s in samples],
+            self.sampler, rng, shuffle=True, channels_first=True)
+        # Match
+        anchor, positive, negative = build_triplets(labels, rng)
+        lr_now = self.optimizer.get_lr()
+        if len(anchor) == 0:
+            # one class only (or no patch): nothing to learn from this batch
+            self.empty_steps += 1
+            stats = {'loss': 0.0, 'd_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
+        else:
+            stats = self._learn(patches, anchor, positive, negative, iteration)
+        stats.update(patches=len(labels), triplets=len(anchor))
+        return stats, lr_now
+
+    def _learn(self, patches, anchor, positive, negative, iteration):
+        features = self.backbone(paddle.to_tensor(patches))
+        embeddings = self.criterion.embed(features)
+        loss = triplet_margin_loss(embeddings, anchor, positive, negative, self.margin)
+        stats = dict(_triplet_stats(embeddings.numpy(), anchor, positive, negative, self.margin),
+                     loss=float(loss))
+        if not np.isfinite(stats['loss']):  # before the step: the checkpoints stay sound
+            raise PSSLError(f'mm_tuning: loss is {stats["loss"]} at iter {iteration}')
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.clear_grad()
+        return stats
+
+
+class _Report:
+    """Means of the step statistics since the last log line, to the console
+    and (``writer``) VisualDL."""
+
+    def __init__(self, logger, writer, iters, per_step):
+        from paddleseg.utils import TimeAverager
+        self.logger, self.writer, self.iters, self.per_step = logger, writer, iters, per_step
+        self.batch_cost = TimeAverager()
+        self.sums, self.steps = {}, 0
+
+    def add(self, stats, seconds):
+        for key, value in stats.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.steps += 1
+        self.batch_cost.record(seconds, num_samples=self.per_step)
+
+    def flush(self, iteration, lr_now):
+        from paddleseg.utils import calculate_eta
+        mean = {k: v / self.steps for k, v in self.sums.items()}
+        cost = self.batch_cost.get_average()
+        self.logger.info(
+            f"[MM] iter: {iteration}/{self.iters}, loss: {mean['loss']:.4f}, lr: {lr_now:.6f}, "
+            f"patches: {mean['patches']:.1f}, triplets: {mean['triplets']:.1f}, "
+            f"active: {mean['active']:.3f}, d_ap: {mean['d_ap']:.3f}, d_an: {mean['d_an']:.3f}, "
+            f"batch_cost: {cost:.4f} | "
+            f"ETA {calculate_eta(self.iters - iteration, cost)}")
+        if self.writer is not None:
+            self.writer.add_scalar('Train/loss', mean['loss'], iteration)
+            self.writer.add_scalar('Train/lr', lr_now, iteration)
+            self.writer.add_scalar('Train/batch_cost', cost, iteration)
+            for key in ('patches', 'triplets', 'active', 'd_ap', 'd_an'):
+                self.writer.add_scalar(f'Triplet/{key}', mean[key], iteration)
+        self.sums, self.steps = {}, 0
+        self.batch_cost.reset()
 
 
 def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_size=None,
@@ -170,9 +270,11 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
 
     ``iters`` / ``batch_size`` / ``learning_rate`` (the CLI flags, None = unset)
     override the block's ``iters`` / ``images_per_step`` / ``learning_rate``.
+    Checkpoints ``<save_dir>/iter_<n>/`` every ``save_interval`` and at the
+    end; the newest ``keep_checkpoint_max`` (<= 0: all) in ``save_dir`` stay.
     Returns the path of the last ``model.pdparams``.
     """
-    from paddleseg.utils import TimeAverager, calculate_eta, logger
+    from paddleseg.utils import logger
 
     if paddle.distributed.ParallelEnv().nranks > 1:
         raise PSSLError('mm_tuning runs in one process; start it without paddle.distributed.launch')
@@ -181,6 +283,8 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
     if len(train_dataset) < per_step:
         raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
                         f'mm_tuning images_per_step {per_step}: no full batch')
+    if resume_model is not None:
+        require_complete(resume_model, flag='--resume_model', need_name=True)
     if seed is None:
         seed = int(np.random.SeedSequence().generate_state(1)[0]) % (2**31)
         logger.info(f'[MM] no --seed given, drew {seed}: pass it again to resume identically')
@@ -191,28 +295,14 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
     criterion = MixMatchTripletLoss(margin=settings['margin'],
                                     feature_index=settings['feature_index'])
     margin = float(settings['margin'])
-
     backbone = _backbone(model)
-    lr = float(settings['learning_rate'])
-    boundary = int(round(float(settings['decay_at']) * iters))
-    scheduler = paddle.optimizer.lr.PiecewiseDecay(
-        boundaries=[max(boundary, 1)], values=[lr, lr * float(settings['decay_factor'])])
-    # only the backbone: weight decay must not move the untouched head either
-    optimizer = paddle.optimizer.Momentum(
-        learning_rate=scheduler, momentum=float(settings['momentum']),
-        parameters=backbone.parameters(),
-        weight_decay=float(settings['weight_decay']) or None)
-
-    model.train()
-    if settings['freeze_bn']:
-        for layer in backbone.sublayers():
-            if isinstance(layer, paddle.nn.layer.norm._BatchNormBase):
-                layer.eval()
+    optimizer, scheduler, boundary = _make_optimizer(settings, backbone, iters)
+    _train_mode(model, backbone, settings['freeze_bn'])
     start_iter = 0
     if resume_model is not None:
         start_iter = _resume(model, optimizer, resume_model)
         logger.info(f'[MM] resumed from {resume_model} at iter {start_iter}')
-    os.makedirs(save_dir, exist_ok=True)
+    checkpoints = Checkpoints(save_dir, keep=keep_checkpoint_max)
     log_writer = None
     if use_vdl:
         from visualdl import LogWriter
@@ -220,76 +310,23 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
 
     logger.info(f'[MM] tuning {type(backbone).__name__} of {type(model).__name__}: {iters} iters, '
                 f'{per_step} images/step, patches {sampler.min_size}-{sampler.max_size} px -> '
-                f'{sampler.out_size} px, lr {lr} (x{settings["decay_factor"]} at iter {boundary}), '
-                f'margin {margin}, seed {seed}')
-    batch_cost = TimeAverager()
-    sums, logged_steps = {}, 0
-    empty_steps = 0
-    saved = deque()
+                f'{sampler.out_size} px, lr {float(settings["learning_rate"])} '
+                f'(x{settings["decay_factor"]} at iter {boundary}), margin {margin}, seed {seed}')
+    step = _Step(train_dataset, per_step, seed, sampler, backbone, criterion, optimizer, margin)
+    report = _Report(logger, log_writer, iters, per_step)
     last = None
     tick = time.time()
     for iteration in range(start_iter + 1, iters + 1):
-        # Mix: the step's images, patches of all of them shuffled together
-        # PaddleSeg's transforms draw from the global generators
-        np.random.seed(_seed_state(seed, 2, iteration))
-        random.seed(_seed_state(seed, 4, iteration))
-        rng = np.random.default_rng([seed, 3, iteration])
-        samples = [train_dataset[int(i)] for i in
-                   _step_images(iteration, len(train_dataset), per_step, seed)]
-        patches, labels, _ = sample_batch_patches(
-            [s['img'] for s in samples], [_as_label(s['label']) for s in samples],
-            sampler, rng, shuffle=True, channels_first=True)
-        # Match
-        anchor, positive, negative = build_triplets(labels, rng)
-        lr_now = optimizer.get_lr()
-        if len(anchor) == 0:
-            # one class only (or no patch): nothing to learn from this batch
-            empty_steps += 1
-            stats = {'loss': 0.0, 'd_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
-        else:
-            features = backbone(paddle.to_tensor(patches))
-            embeddings = criterion.embed(features)
-            loss = triplet_margin_loss(embeddings, anchor, positive, negative, margin)
-            stats = dict(_triplet_stats(embeddings.numpy(), anchor, positive, negative, margin),
-                         loss=float(loss))
-            if not np.isfinite(stats['loss']):  # before the step: the checkpoints stay sound
-                raise PSSLError(f'mm_tuning: loss is {stats["loss"]} at iter {iteration}')
-            loss.backward()
-            optimizer.step()
-            optimizer.clear_grad()
+        stats, lr_now = step(iteration)
         scheduler.step()
-        stats.update(patches=len(labels), triplets=len(anchor))
-        for key, value in stats.items():
-            sums[key] = sums.get(key, 0.0) + value
-        logged_steps += 1
-        batch_cost.record(time.time() - tick, num_samples=per_step)
+        report.add(stats, time.time() - tick)
         tick = time.time()
-
         if iteration % log_iters == 0 or iteration == iters:
-            mean = {k: v / logged_steps for k, v in sums.items()}
-            logger.info(
-                f"[MM] iter: {iteration}/{iters}, loss: {mean['loss']:.4f}, lr: {lr_now:.6f}, "
-                f"patches: {mean['patches']:.1f}, triplets: {mean['triplets']:.1f}, "
-                f"active: {mean['active']:.3f}, d_ap: {mean['d_ap']:.3f}, d_an: {mean['d_an']:.3f}, "
-                f"batch_cost: {batch_cost.get_average():.4f} | "
-                f"ETA {calculate_eta(iters - iteration, batch_cost.get_average())}")
-            if log_writer is not None:
-                log_writer.add_scalar('Train/loss', mean['loss'], iteration)
-                log_writer.add_scalar('Train/lr', lr_now, iteration)
-                log_writer.add_scalar('Train/batch_cost', batch_cost.get_average(), iteration)
-                for key in ('patches', 'triplets', 'active', 'd_ap', 'd_an'):
-                    log_writer.add_scalar(f'Triplet/{key}', mean[key], iteration)
-            sums, logged_steps = {}, 0
-            batch_cost.reset()
-
+            report.flush(iteration, lr_now)
         if iteration % save_interval == 0 or iteration == iters:
-            last = os.path.join(save_dir, f'iter_{iteration}')
-            _save_checkpoint(model, optimizer, last)
-            saved.append(last)
-            if len(saved) > keep_checkpoint_max > 0:
-                shutil.rmtree(saved.popleft())
-    if empty_steps:
-        logger.warning(f'[MM] {empty_steps} step(s) had a single class: no triplet, no update')
+            last = _save_checkpoint(checkpoints, iteration, model, optimizer)
+    if step.empty_steps:
+        logger.warning(f'[MM] {step.empty_steps} step(s) had a single class: no triplet, no update')
     if log_writer is not None:
         log_writer.close()
     return os.path.join(last, 'model.pdparams') if last else None

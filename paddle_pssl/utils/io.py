@@ -1,6 +1,5 @@
 """Small I/O helpers: atomic writes and image reading with clear errors."""
 import os
-import tempfile
 
 import cv2
 import numpy as np
@@ -8,14 +7,25 @@ import numpy as np
 from .errors import PSSLError
 
 
+def _new_temp_file(directory, suffix):
+    """Create an empty ``<directory>/.tmp_<random><suffix>``; unlike mkstemp's
+    0600 its mode is 0666 minus the umask, as for any file the user writes."""
+    while True:
+        tmp = os.path.join(directory, f'.tmp_{os.urandom(6).hex()}{suffix}')
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path, write_fn, suffix=''):
     """Call ``write_fn(tmp_path)`` then rename onto ``path``: a killed run
-    leaves either the old file or the new one, never half a file."""
+    leaves either the old file or the new one, never half a file (and at
+    worst a ``.tmp_*`` file beside it)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp_',
-                               suffix=suffix or os.path.splitext(path)[1])
-    os.close(fd)
+    tmp = _new_temp_file(directory, suffix or os.path.splitext(path)[1])
     try:
         write_fn(tmp)
         os.replace(tmp, path)
@@ -37,6 +47,17 @@ def atomic_write_text(path, text):
         with open(tmp, 'w') as f:
             f.write(text)
     atomic_write(path, _write, suffix='.txt')
+
+
+def json_default(o):
+    """``json.dump(..., default=json_default)``: numpy scalars and arrays as Python values."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
 
 
 def read_image_bgr(path, min_size=1):

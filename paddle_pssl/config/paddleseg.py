@@ -3,6 +3,7 @@ relabel.py): PaddleSeg's own ``Config``, reading its files through
 :mod:`.loader` (safe YAML, ``_base_`` cycles and missing files in one line,
 ``--opts key=null`` unsets), plus checks that turn common mistakes into one
 line naming the file and the key."""
+import os
 import re
 
 from paddleseg.cvlibs import Config, manager
@@ -112,8 +113,9 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
     the checks above; every problem is a PSSLError of one line."""
     if not path:
         raise PSSLError('no config given: use -c/--config path/to/config.yml')
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: config file not found')
     if not str(path).endswith(('.yml', '.yaml')):
-        load_yaml(path)   # a missing file is named as such first
         raise PSSLError(f'{path}: config must be a .yml/.yaml file')
     _check_flags(learning_rate, batch_size, iters)
     if learning_rate is not None and 'lr_scheduler' not in load_yaml(path):

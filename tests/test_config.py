@@ -190,7 +190,8 @@ def test_given_values_come_back_unchanged():
     cfg = validate('generator', {'source': {'image_root': 'x'}, 'consensus': {'value': 2, 'pmm': {
         'crf': {'iterations': 3}}}, 'explainers': ['cam'], 'classifiers': [{'name': 'a', 'label': 'b'}]})
     assert cfg['consensus']['value'] == 2 and type(cfg['consensus']['value']) is int
-    assert cfg['consensus']['pmm']['crf']['iterations'] == 3 and cfg['consensus']['pmm']['crf']['gaussian_sxy'] == 3.0
+    crf = cfg['consensus']['pmm']['crf']
+    assert crf['iterations'] == 3 and crf['gaussian_sxy'] == 3.0
     assert cfg['explainers'] == ['cam'] and cfg['classifiers'] == [{'name': 'a', 'label': 'b'}]
     assert validate('generator', cfg) == cfg    # validating twice changes nothing
 
@@ -210,15 +211,20 @@ def test_given_values_come_back_unchanged():
     ('classifier', {'loss': {'fs_sigma': 0}}, 'g.yml: loss.fs_sigma 0: must be > 0'),
     ('classifier', {'augment': {'random_resized_crop': [0.5, 2]}},
      'g.yml: augment.random_resized_crop [0.5, 2]: must be [min, max] with 0 < min <= max <= 1'),
-    ('classifier', {'augment': {'flips': False}}, "g.yml: unknown key 'augment.flips' (did you mean 'flip'?)"),
+    ('classifier', {'augment': {'flips': False}},
+     "g.yml: unknown key 'augment.flips' (did you mean 'flip'?)"),
     ('classifier', {'iters': 2.5}, 'g.yml: iters 2.5: must be an integer (no decimal point)'),
     ('mm_tuning', {'sampler': {'fg_ratio': 2}}, 'g.yml: mm_tuning.sampler.fg_ratio 2: must be <= 1'),
-    ('mm_tuning', {'sampler': {'min_size': 300}}, 'g.yml: mm_tuning.sampler.min_size 300: must be <= max_size'),
+    ('mm_tuning', {'sampler': {'min_size': 300}},
+     'g.yml: mm_tuning.sampler.min_size 300: must be <= max_size'),
     ('mm_tuning', {'freeze_bn': 'yes'}, "g.yml: mm_tuning.freeze_bn 'yes': must be true or false"),
-    ('mm_tuning', {'sampler': {'out_sise': 32}}, "unknown key 'mm_tuning.sampler.out_sise' (did you mean 'out_size'?)"),
-    ('benchmark', {'data': {'source': {'image_size': 'big'}}}, "g.yml: data.source.image_size 'big': must be an integer"),
+    ('mm_tuning', {'sampler': {'out_sise': 32}},
+     "unknown key 'mm_tuning.sampler.out_sise' (did you mean 'out_size'?)"),
+    ('benchmark', {'data': {'source': {'image_size': 'big'}}},
+     "g.yml: data.source.image_size 'big': must be an integer"),
     ('benchmark', {'scale': 0}, 'g.yml: scale 0: must be > 0'),
-    ('benchmark', {'data': {'target': {'num_tests': 4}}}, "unknown key 'data.target.num_tests' (did you mean 'num_test'?)"),
+    ('benchmark', {'data': {'target': {'num_tests': 4}}},
+     "unknown key 'data.target.num_tests' (did you mean 'num_test'?)"),
     ('benchmark', {'seeds': [0, 'a']}, "g.yml: seeds [0, 'a']: must be a list of integers"),
 ])
 def test_bad_value_is_one_line_naming_the_key(kind, cfg, needle):
@@ -233,7 +239,8 @@ def test_bad_value_is_one_line_naming_the_key(kind, cfg, needle):
 
 def test_mm_cli_overrides_are_checked_too():
     assert mm_tuning_settings({'iters': 5}, iters=7, images_per_step=3)['iters'] == 7
-    assert 'mm_tuning.images_per_step 0: must be >= 1' in _one_line_error(mm_tuning_settings, {}, images_per_step=0)
+    message = _one_line_error(mm_tuning_settings, {}, images_per_step=0)
+    assert 'mm_tuning.images_per_step 0: must be >= 1' in message
 
 
 # --------------------------------------------------------- PaddleSeg configs
@@ -242,9 +249,10 @@ def test_paddleseg_flags_and_top_level_keys_are_checked(tmp_path):
     assert "--batch_size -1: must be an integer >= 1" in _one_line_error(load_config, PRETRAIN, batch_size=-1)
     assert "--learning_rate 0: must be > 0" in _one_line_error(load_config, PRETRAIN, learning_rate=0)
     assert load_config(PRETRAIN, iters=3).iters == 3
-    assert f"{PRETRAIN}: iters 'ten': must be an integer" in _one_line_error(load_config, PRETRAIN, opts=['iters=ten'])
-    assert f'{PRETRAIN}: batch_size 0: must be >= 1' in _one_line_error(load_config, PRETRAIN, opts=['batch_size=0'])
-    assert f"{PRETRAIN}: seed 1.5: must be an integer" in _one_line_error(load_config, PRETRAIN, opts=['seed=1.5'])
+    for opt, needle in (('iters=ten', "iters 'ten': must be an integer"),
+                        ('batch_size=0', 'batch_size 0: must be >= 1'),
+                        ('seed=1.5', 'seed 1.5: must be an integer')):
+        assert f'{PRETRAIN}: {needle}' in _one_line_error(load_config, PRETRAIN, opts=[opt])
     bad_mm = _yml(tmp_path, 'mm.yml', {'_base_': MM, 'mm_tuning': {'margn': 2.0}})
     assert _one_line_error(load_config, bad_mm) == (
         f"{bad_mm}: unknown key 'mm_tuning.margn' (did you mean 'margin'?)")

@@ -27,7 +27,7 @@ from paddleseg.utils import logger  # noqa: E402
 
 from paddle_pssl.core import train as pssl_train  # noqa: E402
 from paddle_pssl.datasets import toy  # noqa: E402
-from paddle_pssl.utils import load_config  # noqa: E402
+from paddle_pssl.config import load_config  # noqa: E402
 
 seg_train = importlib.import_module('paddleseg.core.train').train
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

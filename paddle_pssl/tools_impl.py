@@ -4,7 +4,7 @@ PaddleSeg's core (training through ``paddle_pssl.core.train``)."""
 import os
 
 from .utils.cli import ArgumentParser, add_config_args, setup_runtime
-from .utils.config import load_config
+from .config import load_config, load_yaml
 from .utils.errors import PSSLError
 
 
@@ -171,34 +171,6 @@ def export_main(argv=None):
                         args.output_op)
 
 
-def _load_plain_config(path, opts):
-    """A non-training config (label generation): YAML with PaddleSeg's
-    ``_base_`` inheritance and ``--opts key.sub=value`` overrides."""
-    from ast import literal_eval
-
-    from paddleseg.cvlibs.config import parse_from_yaml
-    if not path or not os.path.isfile(path):
-        raise PSSLError(f'{path}: config file not found')
-    try:
-        dic = parse_from_yaml(path) or {}
-    except Exception as e:  # noqa: BLE001  (YAML errors come in several types)
-        raise PSSLError(f'{path}: cannot parse ({str(e).splitlines()[0]})')
-    for item in opts or []:
-        if item.count('=') != 1:
-            raise PSSLError(f'--opts {item!r}: expected key=value')
-        key, value = item.split('=')
-        try:
-            value = literal_eval(value)
-        except (ValueError, SyntaxError):
-            pass
-        node = dic
-        parts = key.split('.')
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return dic
-
-
 def generate_main(argv=None):
     p = ArgumentParser('Generate PSSL pseudo labels from explanations of classifiers.')
     add_config_args(p)
@@ -212,8 +184,10 @@ def generate_main(argv=None):
                         '(after shards ran on several machines)')
     args = p.parse_args(argv)
 
+    from .config import validate
     from .pseudo_labels.generate import PseudoLabelGenerator
-    dic = _load_plain_config(args.cfg, args.opts)
+    raw = load_yaml(args.cfg, args.opts)
+    dic = validate('generator', raw, args.cfg)   # bad keys refused before any work
     shard = None
     if args.shard:
         try:
@@ -221,7 +195,7 @@ def generate_main(argv=None):
         except ValueError:
             raise PSSLError(f'--shard {args.shard!r}: expected i/N, e.g. 0/4')
         shard = (index, count)
-    setup_runtime(args.device, dic.get('seed'))
+    setup_runtime(args.device, raw.get('seed'))
     generator = PseudoLabelGenerator(dic, args.cfg)
     if args.finalize_only:
         manifest = generator.finalize()

@@ -6,7 +6,7 @@ import pytest
 
 from paddle_pssl.benchmark import run_benchmark
 from paddle_pssl.benchmark.run import INITS
-from paddle_pssl.tools_impl import _load_plain_config
+from paddle_pssl.config import load_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope='module')
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
-    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    cfg = load_yaml(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'))
     run_benchmark(cfg, str(out), log=lambda *a: None)
     return out
 
@@ -73,7 +73,7 @@ def test_fingerprint_follows_config_content(tmp_path):
 def test_resume_reuses_finished_jobs_and_reruns_missing_ones(results):
     """Last in this file: it re-runs one fine-tuning inside the shared run."""
     import shutil
-    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    cfg = load_yaml(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'))
     before = json.load(open(results / 'results.json'))
     lines = []
     run_benchmark(cfg, str(results), log=lines.append, resume=True)
@@ -94,7 +94,7 @@ def test_resume_reuses_finished_jobs_and_reruns_missing_ones(results):
 def test_pmm_and_mm_extensions_run_on_the_finished_run(results):
     """The PMM and M&M extensions end to end at tiny size, reusing the main
     run's jobs through --resume."""
-    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), None)
+    cfg = load_yaml(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'))
     cfg['extensions'] = ['pmm', 'mm_tuning']
     cfg['extension_options'] = {'mm_tuning': {'iters': 8}}
     lines = []

@@ -8,7 +8,8 @@ import sys
 import pytest
 import yaml
 
-from paddle_pssl.utils import PSSLError, load_config
+from paddle_pssl.config import load_config, load_yaml, validate
+from paddle_pssl.utils import PSSLError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = os.path.join(REPO, 'configs', 'pretrain', 'deeplabv3_resnet50_vd_pssl.yml')
@@ -37,13 +38,10 @@ def test_every_shipped_config_loads():
     seg += [os.path.join(REPO, 'configs', 'benchmark', n) for n in ('pretrain_pssl.yml', 'finetune.yml')]
     for path in seg[-2:]:
         load_config(path)
-    from paddle_pssl.classification.train import merge_config
-    from paddle_pssl.pseudo_labels.generate import merge_defaults
-    from paddle_pssl.tools_impl import _load_plain_config
     for path in glob.glob(os.path.join(REPO, 'configs', 'classifiers', '*.yml')):
-        merge_config(_load_plain_config(path, None), path)
+        validate('classifier', load_yaml(path), path)
     for path in glob.glob(os.path.join(REPO, 'configs', 'pseudo_labels', '*.yml')):
-        merge_defaults(_load_plain_config(path, None), path)
+        validate('generator', load_yaml(path), path)
 
 
 def test_unknown_type_names_the_key(tmp_path):

@@ -189,7 +189,7 @@ def test_bad_source_config_lines(source, tmp_path):
     bad_list.write_text('train/n00000967/n00000967_0.JPEG 281\n')
     with pytest.raises(PSSLError, match=r"list.txt:1: .* is not in a folder named 'n00000281'"):
         list_source(source['image_root'], str(bad_list), source['synsets'])
-    with pytest.raises(PSSLError, match='unknown key consensus.treshold'):
+    with pytest.raises(PSSLError, match="unknown key 'consensus.treshold'"):
         PseudoLabelGenerator(dict(_cfg(source, tmp_path), consensus={'treshold': 'mean'}))
 
 

@@ -14,8 +14,8 @@ from paddleseg.datasets import PSSLDataset
 
 from paddle_pssl.pseudo_labels import consensus as cons
 from paddle_pssl.pseudo_labels import pmm, store
-from paddle_pssl.pseudo_labels.generate import (PseudoLabelGenerator, consensus_as_cam,
-                                                merge_defaults)
+from paddle_pssl.config import validate
+from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator, consensus_as_cam
 from paddle_pssl.utils import PSSLError
 
 from conftest import write_photo_source
@@ -53,23 +53,23 @@ def test_consensus_as_cam_by_hand():
 
 
 def test_pmm_config_keys_merge_and_are_checked(source, tmp_path):
-    cfg = merge_defaults(_cfg(source, tmp_path, t=0.1, crf={'iterations': 3}))
+    cfg = validate('generator', _cfg(source, tmp_path, t=0.1, crf={'iterations': 3}))
     p = cfg['consensus']['pmm']
     assert cfg['consensus']['postprocess'] == 'pmm'
     assert p['t'] == 0.1 and p['a'] == 0.3 and p['smooth'] is True      # partial dict keeps defaults
     assert p['normalize'] == 'threshold'
     assert p['crf']['iterations'] == 3 and p['crf']['bilateral_sxy'] == 80.0
-    assert merge_defaults({'source': dict(source)})['consensus']['postprocess'] == 'none'
-    with pytest.raises(PSSLError, match='unknown key consensus.pmm.crf.sxy'):
-        merge_defaults(_cfg(source, tmp_path, crf={'sxy': 3}))
-    with pytest.raises(PSSLError, match='unknown key consensus.pmm.beta'):
-        merge_defaults(_cfg(source, tmp_path, beta=0.5))
+    assert validate('generator', {'source': dict(source)})['consensus']['postprocess'] == 'none'
+    with pytest.raises(PSSLError, match="unknown key 'consensus.pmm.crf.sxy'"):
+        validate('generator', _cfg(source, tmp_path, crf={'sxy': 3}))
+    with pytest.raises(PSSLError, match="unknown key 'consensus.pmm.beta'"):
+        validate('generator', _cfg(source, tmp_path, beta=0.5))
     with pytest.raises(PSSLError, match="consensus.pmm.normalize 'peak'"):
-        merge_defaults(_cfg(source, tmp_path, normalize='peak'))
+        validate('generator', _cfg(source, tmp_path, normalize='peak'))
     bad = _cfg(source, tmp_path)
     bad['consensus']['postprocess'] = 'crf'
     with pytest.raises(PSSLError, match="consensus.postprocess 'crf'"):
-        merge_defaults(bad)
+        validate('generator', bad)
 
 
 @pytest.mark.skipif(not HAS_CRF, reason='pydensecrf2 not installed')
@@ -127,10 +127,9 @@ def test_missing_pydensecrf_gives_the_one_line_hint(source, tmp_path, monkeypatc
 
 
 def test_pmm_configs_parse():
-    from paddle_pssl.tools_impl import _load_plain_config
-    from paddle_pssl.utils import load_config
-    cfg = _load_plain_config(os.path.join(REPO, 'configs', 'pmm', 'pseudo_labels_pmm.yml'), None)
-    assert merge_defaults(cfg)['consensus']['postprocess'] == 'pmm'
+    from paddle_pssl.config import load_config, load_yaml
+    cfg = load_yaml(os.path.join(REPO, 'configs', 'pmm', 'pseudo_labels_pmm.yml'))
+    assert validate('generator', cfg)['consensus']['postprocess'] == 'pmm'
     puf = load_config(os.path.join(REPO, 'configs', 'pmm', 'pretrain_pssl_puf.yml'))
     loss = puf.dic['loss']['types'][0]
     assert loss['type'] == 'PUFCrossEntropyLoss' and loss['background_weight'] == 0.1
@@ -138,5 +137,5 @@ def test_pmm_configs_parse():
     cycle = load_config(os.path.join(REPO, 'configs', 'pmm', 'pretrain_pssl_cycle.yml'))
     assert cycle.dic['train_dataset']['type'] == 'WeightedPSSLDataset'
     assert cycle.dic['loss']['types'][0]['type'] == 'PSSLCrossEntropyLoss'
-    bench = _load_plain_config(os.path.join(REPO, 'configs', 'benchmark', 'pmm.yml'), None)
+    bench = load_yaml(os.path.join(REPO, 'configs', 'benchmark', 'pmm.yml'))
     assert bench['extensions'] == ['pmm']

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from paddle_pssl.tools_impl import train_main
-from paddle_pssl.utils import load_config
+from paddle_pssl.config import load_config
 from paddle_pssl.utils.errors import PSSLError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,8 +122,8 @@ def test_dispatch_only_for_mm_tuning_configs(tuned, tmp_path, monkeypatch):
 
 
 def test_unknown_mm_tuning_key_is_one_line_error():
-    from paddle_pssl.mm_tuning.train import mm_settings
+    from paddle_pssl.config import mm_tuning_settings
     with pytest.raises(PSSLError, match="did you mean 'margin'"):
-        mm_settings({'margn': 2.1})
+        mm_tuning_settings({'margn': 2.1})
     with pytest.raises(PSSLError, match='mm_tuning.sampler'):
-        mm_settings({'sampler': {'out_sise': 32}})
+        mm_tuning_settings({'sampler': {'out_sise': 32}})

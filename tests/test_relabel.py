@@ -12,7 +12,8 @@ from paddleseg.datasets import PSSLDataset
 
 from paddle_pssl.datasets import WeightedPSSLDataset
 from paddle_pssl.pseudo_labels import relabel, store
-from paddle_pssl.utils import PSSLError, load_config
+from paddle_pssl.config import load_config
+from paddle_pssl.utils import PSSLError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

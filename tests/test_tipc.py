@@ -14,7 +14,7 @@ from PIL import Image
 
 from paddle_pssl.deploy.export import export_model
 from paddle_pssl.deploy.infer import Predictor
-from paddle_pssl.utils import load_config
+from paddle_pssl.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = 'deeplabv3_resnet50_vd'   # the fastest of the three here (~75 s for the chain)

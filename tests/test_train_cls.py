@@ -14,9 +14,10 @@ import paddle_pssl  # noqa: F401  (zlib before paddle)
 import paddle
 
 from paddle_pssl.classification import (RESULT_FILE, evaluate_accuracy, load_classification_set,
-                                        merge_config, split_train_val, train_classifier)
+                                        split_train_val, train_classifier)
 from paddle_pssl.classification.train import compute_losses, train_cls_main
 from paddle_pssl.classifiers import build_classifier
+from paddle_pssl.config import validate
 from paddle_pssl.utils.errors import PSSLError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def test_tiny_run_writes_weights_build_classifier_loads(toy_cls, tmp_path):
     assert evaluate_accuracy(clf, data.images[val], data.labels[val]) == result['val_acc']
     # model.weights initialises another run by shape: a 5-class head stays random
     from paddle_pssl.classification.train import _build_model
-    five = _build_model(merge_config(make_cfg(toy_cls, model={'weights': result['weights']})),
+    five = _build_model(validate('classifier', make_cfg(toy_cls, model={'weights': result['weights']})),
                         5, 'cls.yml')
     for key, value in five.model.state_dict().items():
         if list(value.shape) == list(state[key].shape):
@@ -94,7 +95,7 @@ def test_loss_falls_on_a_fixed_batch(toy_cls, tmp_path):
 def test_hfpl_terms_are_finite_and_change_the_gradient(toy_cls):
     data = load_classification_set(toy_cls['imagenet_root'], SIZE)
     batch, labels = data.images[::3], data.labels[::3]
-    base = merge_config({})['loss']
+    base = validate('classifier', {})['loss']
 
     def grads(**loss):
         paddle.seed(0)
@@ -166,7 +167,7 @@ def test_resume_continues_from_the_saved_iteration(toy_cls, tmp_path):
 ])
 def test_bad_config_is_one_line_naming_the_key(toy_cls, over, needle):
     with pytest.raises(PSSLError) as err:
-        merge_config(make_cfg(toy_cls, **over), 'cls.yml')
+        validate('classifier', make_cfg(toy_cls, **over), 'cls.yml')
     message = str(err.value)
     assert needle in message and message.startswith('cls.yml: ') and '\n' not in message
 

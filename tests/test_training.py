@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from paddle_pssl.tools_impl import train_main
-from paddle_pssl.utils import load_config
+from paddle_pssl.config import load_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ['pspnet_resnet50_vd', 'deeplabv3_resnet50_vd', 'ocrnet_hrnetw18']

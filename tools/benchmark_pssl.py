@@ -16,7 +16,7 @@ from paddle_pssl.utils.cli import run  # noqa: E402
 
 def main(argv=None):
     from paddle_pssl.benchmark import run_benchmark
-    from paddle_pssl.tools_impl import _load_plain_config
+    from paddle_pssl.config import apply_opts, load_yaml, validate
     p = argparse.ArgumentParser(description='Controlled end-to-end PSSL benchmark.')
     p.add_argument('-c', '--config', dest='cfg', default=None, help='benchmark YAML (default: built-in)')
     p.add_argument('--out', default='output/benchmark')
@@ -26,11 +26,12 @@ def main(argv=None):
                    help='reuse the jobs that finished in --out with the same inputs (logs/<job>.done)')
     p.add_argument('-o', '--opts', nargs='+', default=None)
     args = p.parse_args(argv)
-    cfg = _load_plain_config(args.cfg, args.opts) if args.cfg else {}
+    cfg = load_yaml(args.cfg, args.opts) if args.cfg else apply_opts({}, args.opts)
     if args.scale is not None:
         cfg['scale'] = args.scale
     if args.seeds is not None:
         cfg['seeds'] = args.seeds
+    validate('benchmark', cfg, args.cfg or 'benchmark config')   # refused before any work
     results = run_benchmark(cfg, args.out, resume=args.resume)
     print(open(os.path.join(args.out, 'results.md')).read())
     return results

@@ -1,1 +1,1 @@
-from .run import run_benchmark, DEFAULTS
+from .run import run_benchmark

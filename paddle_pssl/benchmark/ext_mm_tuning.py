@@ -16,16 +16,15 @@ import os
 import numpy as np
 
 from ..utils.errors import PSSLError
-from .run import INITS, _merge, _repo_path, _scaled
+from ..config import load_yaml, merge_dicts, mm_tuning_settings
+from .run import INITS, _repo_path, _scaled
 
 TUNE_CONFIG = 'configs/mm_tuning/deeplabv3p_resnet18_vd_benchmark.yml'
 
 
 def _tune_settings():
-    from ..tools_impl import _load_plain_config
-    block = _load_plain_config(_repo_path(TUNE_CONFIG), None).get('mm_tuning') or {}
-    from ..mm_tuning.train import mm_settings
-    return mm_settings(block)
+    path = _repo_path(TUNE_CONFIG)
+    return mm_tuning_settings(load_yaml(path).get('mm_tuning'), path=path)
 
 
 def _pm(values):
@@ -57,11 +56,11 @@ def run(bench):
             # one chain per (init, seed): tune, fine-tune, evaluate
             name = f'{key}_seed{seed}'
             tune, tuned[(key, seed)] = bench._job(
-                TUNE_CONFIG, _merge(base, starts[key]), os.path.join(out, 'mm_tuning', name), iters,
+                TUNE_CONFIG, merge_dicts(base, starts[key]), os.path.join(out, 'mm_tuning', name), iters,
                 seed, per_step)
             save_dir = os.path.join(out, 'mm_finetune', name)
             finetune, _ = bench._job(
-                cfg['finetune']['config'], _merge(base, {'model': {'pretrained': tuned[(key, seed)]}}),
+                cfg['finetune']['config'], merge_dicts(base, {'model': {'pretrained': tuned[(key, seed)]}}),
                 save_dir, ft_iters, seed, cfg['finetune']['batch_size'], evaluate=True)
             jobs[f'mm_{name}'] = tune + finetune
             metrics[(key, seed)] = save_dir + '.metrics.json'

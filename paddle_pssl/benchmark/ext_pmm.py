@@ -22,7 +22,8 @@ import sys
 
 import numpy as np
 
-from .run import Job, _merge, _repo_path, _scaled, _write_yaml
+from ..config import load_yaml, merge_dicts
+from .run import Job, _repo_path, _scaled, _write_yaml
 
 PMM_LABELS = {'consensus': {'postprocess': 'pmm'}}     # PMM's constants (t, a, CRF) as published
 PUF_CONFIG = 'configs/pmm/pretrain_pssl_puf.yml'
@@ -37,7 +38,7 @@ RELABEL_SCALES = ['0.75', '1.0', '1.25']
 def _finetune_jobs(bench, key, pretrained, out):
     """Fine-tuning commands as Benchmark.finetune builds them, from ``pretrained``."""
     iters = _scaled(bench.cfg['finetune']['iters'], bench.cfg['scale'])
-    override = _merge(bench.target_overrides(), {'model': {'pretrained': pretrained}})
+    override = merge_dicts(bench.target_overrides(), {'model': {'pretrained': pretrained}})
     jobs, metrics = {}, {}
     for seed in bench.cfg['seeds']:
         save_dir = os.path.join(out, 'finetune', f'{key}_seed{seed}')
@@ -53,13 +54,12 @@ def _pretrain_job(bench, key, config, pssl_root, out, extra=None):
     override = {'model': {'backbone': {'pretrained': bench.backbone_weights}},
                 'train_dataset': {'imagenet_root': bench.source['image_root'], 'pssl_root': pssl_root,
                                   'use_confidence': False}}
-    return bench._job(config, _merge(override, extra), os.path.join(out, 'pretrain', key), iters,
+    return bench._job(config, merge_dicts(override, extra), os.path.join(out, 'pretrain', key), iters,
                       bench.cfg['seed'], bench.cfg['pretrain']['batch_size'])
 
 
 def _puf_loss(change):
-    from ..tools_impl import _load_plain_config
-    loss = _load_plain_config(_repo_path(PUF_CONFIG), None)['loss']
+    loss = load_yaml(_repo_path(PUF_CONFIG))['loss']
     return {'types': [dict(loss['types'][0], **change)], 'coef': loss['coef']}
 
 
@@ -115,7 +115,8 @@ def run(bench):
 
     # (i) the same ensemble and maps, PMM post-processing
     pmm_root = os.path.join(out, 'labels_pmm')
-    gen_cfg = _merge(bench.label_cfg, _merge(PMM_LABELS, {'output': {'pssl_root': pmm_root, 'vdl_every': 0}}))
+    gen_cfg = merge_dicts(bench.label_cfg, merge_dicts(
+        PMM_LABELS, {'output': {'pssl_root': pmm_root, 'vdl_every': 0}}))
     gen_cfg_path = _write_yaml(os.path.join(out, 'configs', 'pseudo_labels_pmm.yml'), gen_cfg)
     scores = [os.path.join(out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
     label_jobs = {f'pmm_labels_shard{i}': Job([[

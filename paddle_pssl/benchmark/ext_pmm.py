@@ -23,7 +23,8 @@ import sys
 import numpy as np
 
 from ..config import load_yaml, merge_dicts
-from .run import Job, _repo_path, _scaled, _write_yaml
+from .common import config_path, scaled, write_yaml
+from .jobs import Job, tool
 
 PMM_LABELS = {'consensus': {'postprocess': 'pmm'}}     # PMM's constants (t, a, CRF) as published
 PUF_CONFIG = 'configs/pmm/pretrain_pssl_puf.yml'
@@ -37,7 +38,7 @@ RELABEL_SCALES = ['0.75', '1.0', '1.25']
 
 def _finetune_jobs(bench, key, pretrained, out):
     """Fine-tuning commands as Benchmark.finetune builds them, from ``pretrained``."""
-    iters = _scaled(bench.cfg['finetune']['iters'], bench.cfg['scale'])
+    iters = scaled(bench.cfg['finetune']['iters'], bench.cfg['scale'])
     override = merge_dicts(bench.target_overrides(), {'model': {'pretrained': pretrained}})
     jobs, metrics = {}, {}
     for seed in bench.cfg['seeds']:
@@ -50,7 +51,7 @@ def _finetune_jobs(bench, key, pretrained, out):
 
 
 def _pretrain_job(bench, key, config, pssl_root, out, extra=None):
-    iters = _scaled(bench.cfg['pretrain']['iters'], bench.cfg['scale'])
+    iters = scaled(bench.cfg['pretrain']['iters'], bench.cfg['scale'])
     override = {'model': {'backbone': {'pretrained': bench.backbone_weights}},
                 'train_dataset': {'imagenet_root': bench.source['image_root'], 'pssl_root': pssl_root,
                                   'use_confidence': False}}
@@ -59,7 +60,7 @@ def _pretrain_job(bench, key, config, pssl_root, out, extra=None):
 
 
 def _puf_loss(change):
-    loss = load_yaml(_repo_path(PUF_CONFIG))['loss']
+    loss = load_yaml(config_path(PUF_CONFIG))['loss']
     return {'types': [dict(loss['types'][0], **change)], 'coef': loss['coef']}
 
 
@@ -117,7 +118,7 @@ def run(bench):
     pmm_root = os.path.join(out, 'labels_pmm')
     gen_cfg = merge_dicts(bench.label_cfg, merge_dicts(
         PMM_LABELS, {'output': {'pssl_root': pmm_root, 'vdl_every': 0}}))
-    gen_cfg_path = _write_yaml(os.path.join(out, 'configs', 'pseudo_labels_pmm.yml'), gen_cfg)
+    gen_cfg_path = write_yaml(os.path.join(out, 'configs', 'pseudo_labels_pmm.yml'), gen_cfg)
     scores = [os.path.join(out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
     label_jobs = {f'pmm_labels_shard{i}': Job([[
         '-m', 'paddle_pssl.benchmark.ext_pmm', gen_cfg_path, bench.source['gt_root'],
@@ -133,7 +134,7 @@ def run(bench):
     relabelled = os.path.join(out, 'relabelled')
     c_key = 'c_pssl_class_weighted'
     c_config = os.path.join(bench.out, 'pretrain', c_key + '.yml')
-    relabel_argv = ['tools/relabel.py', '-c', c_config, '--model_path', bench.pretrained[c_key],
+    relabel_argv = [*tool('relabel'), '-c', c_config, '--model_path', bench.pretrained[c_key],
                     '--image_root', bench.source['image_root'], '--pssl_root', bench.label_root,
                     '--save_root', relabelled, '--flip_horizontal', '--scales', *RELABEL_SCALES,
                     '--batch_size', '16', '--no_progress']

@@ -7,17 +7,15 @@ example maps to an .npz.
 
     python -m paddle_pssl.benchmark.label_shard CONFIG.yml GT_ROOT i/N OUT.json [EXAMPLES]
 """
+import json
 import sys
 
-import paddle_pssl  # noqa: F401  (zlib before paddle)
-import json  # noqa: E402
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from ..pseudo_labels import consensus as cons  # noqa: E402
-from ..pseudo_labels.evaluate import IoUCounter, gt_path, read_gt_mask  # noqa: E402
-from ..pseudo_labels.generate import PseudoLabelGenerator  # noqa: E402
-from ..utils.io import atomic_write, atomic_write_text  # noqa: E402
+from ..pseudo_labels import consensus as cons
+from ..pseudo_labels.evaluate import IoUCounter, gt_path, read_gt_mask
+from ..pseudo_labels.generate import PseudoLabelGenerator
+from ..utils.io import atomic_write, atomic_write_text
 
 
 def groups_of(keys):

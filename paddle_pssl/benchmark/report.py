@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 
 from ..utils.io import atomic_write, atomic_write_text
+from .common import INITS
 
 
 def _md(results):
     lines = ['# PSSL controlled benchmark', '']
     ft = results.get('finetune', {})
-    from .run import INITS
     seeds = results['config']['seeds']
     lines += [f'## Target test mIoU (mean ± std over seeds {seeds})', '',
               '| initialisation | mIoU | per seed |', '|---|---|---|']
@@ -59,7 +59,6 @@ def _figure(results, examples, path):
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
 
-    from .run import INITS
     explainers = sorted(examples[0][1]) if examples else []
     cols = max(1 + len(explainers) + 3, 4)
     rows = len(examples)

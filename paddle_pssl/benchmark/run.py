@@ -3,21 +3,22 @@ and configs:
 
 1. make a source classification set (exact masks kept aside) and a target
    segmentation set (``paddle_pssl.datasets.synthetic``);
-2. train two small PaddleClas classifiers on the source set (tools/train_cls.py);
-3. generate pseudo labels with the ensemble (tools/generate_pssl.py logic),
+2. train two small PaddleClas classifiers on the source set (``train_cls``);
+3. generate pseudo labels with the ensemble (the generator, in label shards),
    scoring every explainer alone, every classifier alone and the consensus
    against the exact masks;
-4. pre-train DeepLabV3+-ResNet18_vd end to end on the labels (tools/train.py),
+4. pre-train DeepLabV3+-ResNet18_vd end to end on the labels (``train``),
    once with class weights only and once with per-pixel confidence weights;
 5. fine-tune on the target set from (a) random init, (b) the classifier's
    backbone + random head, (c) PSSL pre-training (class-weighted) and
    (c') PSSL pre-training (pixel-weighted), over several seeds, and evaluate
-   (tools/val.py logic) on the held-out test split;
+   (``val``) on the held-out test split;
 6. write results.md, results.json and figure.png.
 
 Paddle computes on one thread here, so independent jobs (the classifiers, the
 label shards, the two pre-trainings, the fine-tuning runs) run as ``workers``
-processes of the project's CLIs at once; each job's log is under ``logs/``.
+processes of the project's CLIs (``python -m paddle_pssl <tool>``, see
+:mod:`.jobs`) at once; each job's log is under ``logs/``.
 A finished job leaves ``logs/<job>.done`` with a fingerprint of its commands
 and inputs, so ``--resume`` after a kill reruns only what did not finish or
 whose inputs changed.
@@ -26,203 +27,15 @@ import itertools
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
-import yaml
 
 from ..config import load_yaml, merge_dicts, validate
 from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
 from ..utils.errors import PSSLError
-from ..utils.io import atomic_write_text
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-INITS = {
-    'a_random': '(a) random init',
-    'b_classifier_backbone': '(b) classifier backbone + random head',
-    'c_pssl_class_weighted': '(c) PSSL end-to-end, class-weighted loss',
-    'c_pssl_pixel_weighted': "(c') PSSL end-to-end, pixel-weighted loss",
-}
-
-
-def _scaled(n, scale, minimum=1):
-    return max(int(round(n * scale)), minimum)
-
-
-def _write_yaml(path, dic):
-    atomic_write_text(path, yaml.safe_dump(dic, sort_keys=False))
-    return path
-
-
-def _repo_path(path):
-    return path if os.path.isabs(path) else os.path.join(REPO, path)
-
-
-# Files whose content decides a job's result; anything else (logs, json reports,
-# VisualDL records) is left out of its fingerprint.
-HASHED = ('.yml', '.yaml', '.txt', '.npz', '.png', '.jpg', '.jpeg', '.pdparams')
-OUTPUT_FLAGS = ('--save_dir', '--save_root', '--save_json')
-
-
-class Job(list):
-    """A job: argv lists run one after another in one worker slot. ``outputs``
-    are the files and folders it writes besides those named by
-    ``--save_dir``/``--save_root``/``--save_json`` (e.g. a shared label store)."""
-
-    def __init__(self, commands, outputs=()):
-        super().__init__(commands)
-        self.outputs = [os.path.abspath(p) for p in outputs]
-
-    def __add__(self, other):
-        return Job(list(self) + list(other), self.outputs + list(getattr(other, 'outputs', [])))
-
-    def _flagged(self, flags):
-        return [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:]) if f in flags]
-
-    def own_dirs(self):
-        """Folders this job alone writes: emptied before it runs."""
-        return self._flagged(('--save_dir', '--save_root'))
-
-    def all_outputs(self):
-        return self._flagged(OUTPUT_FLAGS) + self.outputs
-
-
-def _under(path, roots):
-    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
-
-
-def _digest_file(path, h):
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-
-
-def fingerprint(job):
-    """Digest of a job's commands and of the content of every data, label,
-    weight and config file they name, directly or as an absolute path inside a
-    YAML config they pass (followed through ``_base_``), its own outputs aside."""
-    import hashlib
-    outputs = job.all_outputs()
-    h = hashlib.sha256(json.dumps(list(job)).encode())
-    seen = set()
-
-    def visit(value, here):
-        if isinstance(value, dict):
-            for v in value.values():
-                visit(v, here)
-        elif isinstance(value, list):
-            for v in value:
-                visit(v, here)
-        elif isinstance(value, str) and (os.path.isabs(value) or value.endswith(('.yml', '.yaml'))):
-            path = os.path.abspath(os.path.join(here, value))
-            if os.path.exists(path):
-                add(path)
-
-    def add(path):
-        if path in seen or _under(path, outputs):
-            return
-        seen.add(path)
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not _under(os.path.join(root, d), outputs))
-                for name in sorted(files):
-                    if name.endswith(HASHED):
-                        h.update(os.path.relpath(os.path.join(root, name), path).encode())
-                        _digest_file(os.path.join(root, name), h)
-            return
-        if not path.endswith(HASHED):
-            return
-        h.update(path.encode())
-        _digest_file(path, h)
-        if path.endswith(('.yml', '.yaml')):
-            with open(path) as f:
-                visit(yaml.safe_load(f), os.path.dirname(path))
-
-    for argv in job:
-        for arg in argv:
-            path = os.path.abspath(os.path.join(REPO, arg))
-            if arg.endswith(HASHED) or os.path.isabs(arg):
-                if os.path.exists(path):
-                    add(path)
-    return h.hexdigest()
-
-
-def _done_path(log_dir, name):
-    return os.path.join(log_dir, f'{name}.done')
-
-
-def job_done(name, job, log_dir):
-    """True when ``name`` finished before with the same fingerprint and its
-    outputs are still there."""
-    try:
-        with open(_done_path(log_dir, name)) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return (all(os.path.exists(p) for p in job.all_outputs())
-            and record.get('fingerprint') == fingerprint(job))
-
-
-def run_jobs(jobs, workers, log_dir, resume=False, log=None):
-    """Run ``jobs`` ({name: Job or list of argv}) with at most ``workers``
-    processes at once; stop at the first failure with one line naming the
-    job's log. Every finished job leaves ``logs/<name>.done`` with its
-    fingerprint; with ``resume`` a job whose record matches is not run again.
-    A job that runs starts from empty ``--save_dir``/``--save_root`` folders,
-    so a re-run never mixes with a killed attempt."""
-    os.makedirs(log_dir, exist_ok=True)
-    jobs = {name: job if isinstance(job, Job) else Job(job) for name, job in jobs.items()}
-    pending = []
-    for name, job in jobs.items():
-        if resume and job_done(name, job, log_dir):
-            if log is not None:
-                log(f'[benchmark] {name}: done before, reused')
-            continue
-        pending.append((name, job))
-    running = {}
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-
-    def start(name, job):
-        done = _done_path(log_dir, name)
-        if os.path.exists(done):
-            os.remove(done)
-        for path in job.own_dirs():
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-        key = fingerprint(job)
-        log_file = open(os.path.join(log_dir, f'{name}.log'), 'a')
-        launch(name, list(job), log_file, key)
-
-    def launch(name, commands, log_file, key):
-        proc = subprocess.Popen([sys.executable, *commands[0]], stdout=log_file, stderr=subprocess.STDOUT,
-                                cwd=REPO, env=env)
-        running[name] = (proc, commands[1:], log_file, key)
-
-    try:
-        while pending or running:
-            while pending and len(running) < max(int(workers), 1):
-                start(*pending.pop(0))
-            time.sleep(0.2)
-            for name, (proc, rest, log_file, key) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[name]
-                if proc.returncode != 0:
-                    log_file.close()
-                    raise PSSLError(f"benchmark job {name} failed (exit {proc.returncode}); "
-                                    f"see {os.path.join(log_dir, name + '.log')}")
-                if rest:
-                    launch(name, rest, log_file, key)
-                else:
-                    log_file.close()
-                    atomic_write_text(_done_path(log_dir, name), json.dumps({'fingerprint': key}))
-    finally:
-        for proc, _, log_file, _ in running.values():
-            proc.kill()
-            log_file.close()
+from .common import config_path, scaled, write_yaml
+from .jobs import Job, job_done, run_jobs, tool
 
 
 class Benchmark:
@@ -260,11 +73,11 @@ class Benchmark:
         if os.path.isdir(data_dir):
             shutil.rmtree(data_dir)
         self.source = synthetic.make_source_set(
-            os.path.join(data_dir, 'source'), s['num_classes'], _scaled(s['images_per_class'], scale),
+            os.path.join(data_dir, 'source'), s['num_classes'], scaled(s['images_per_class'], scale),
             s['image_size'], seed=self.cfg['seed'])
         self.target = synthetic.make_target_set(
-            os.path.join(data_dir, 'target'), t['num_classes'], _scaled(t['num_train'], scale),
-            _scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1)
+            os.path.join(data_dir, 'target'), t['num_classes'], scaled(t['num_train'], scale),
+            scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1)
 
     # 2 ---------------------------------------------------------------
     def train_classifiers(self):
@@ -272,10 +85,10 @@ class Benchmark:
         for entry in self.cfg['classifiers']:
             save_dir = os.path.join(self.out, 'classifiers', entry['label'])
             iters = self.cfg['classifier_iters'] or entry.get('iters')
-            argv = ['tools/train_cls.py', '-c', _repo_path(entry['config']), '--save_dir', save_dir,
+            argv = [*tool('train_cls'), '-c', config_path(entry['config']), '--save_dir', save_dir,
                     '--seed', str(self.cfg['seed']), '--use_vdl']
             if iters:
-                argv += ['--iters', str(_scaled(iters, self.cfg['scale']))]
+                argv += ['--iters', str(scaled(iters, self.cfg['scale']))]
             argv += ['--opts', f"train_dataset.image_root={self.source['image_root']}",
                      f"train_dataset.synsets={self.source['synsets']}"]
             jobs[f"classifier_{entry['label']}"] = [argv]
@@ -296,7 +109,7 @@ class Benchmark:
     def generate_labels(self):
         from ..datasets.classification_set import list_source
         from ..pseudo_labels.generate import PseudoLabelGenerator
-        gen_cfg = load_yaml(_repo_path(self.cfg['pseudo_labels']))
+        gen_cfg = load_yaml(config_path(self.cfg['pseudo_labels']))
         self.label_root = os.path.join(self.out, 'labels')
         gen_cfg = merge_dicts(gen_cfg, {
             'seed': self.cfg['seed'],
@@ -307,7 +120,7 @@ class Benchmark:
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
         self.label_cfg = gen_cfg
-        cfg_path = _write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
+        cfg_path = write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
         workers = max(int(self.cfg['workers']), 1)
         scores = [os.path.join(self.out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
         os.makedirs(os.path.dirname(scores[0]), exist_ok=True)
@@ -372,20 +185,20 @@ class Benchmark:
         self.backbone_weights = path
 
     def _job(self, base, overrides, save_dir, iters, seed, batch_size, evaluate=False):
-        """Commands (tools/train.py, then tools/val.py) for one training run."""
-        cfg_path = _write_yaml(save_dir + '.yml', merge_dicts({'_base_': _repo_path(base)}, overrides))
+        """Commands (``train``, then ``val``) for one training run."""
+        cfg_path = write_yaml(save_dir + '.yml', merge_dicts({'_base_': config_path(base)}, overrides))
         weights = os.path.join(save_dir, f'iter_{iters}', 'model.pdparams')
-        commands = [['tools/train.py', '-c', cfg_path, '--batch_size', str(batch_size), '--iters', str(iters),
+        commands = [[*tool('train'), '-c', cfg_path, '--batch_size', str(batch_size), '--iters', str(iters),
                      '--save_interval', str(iters), '--log_iters', str(max(iters // 10, 1)), '--use_vdl',
                      '--seed', str(seed), '--save_dir', save_dir]]
         if evaluate:
-            commands.append(['tools/val.py', '-c', cfg_path, '--model_path', weights,
+            commands.append([*tool('val'), '-c', cfg_path, '--model_path', weights,
                              '--save_json', save_dir + '.metrics.json'])
         return Job(commands), weights
 
     # 5 ---------------------------------------------------------------
     def pretrain(self):
-        iters = _scaled(self.cfg['pretrain']['iters'], self.cfg['scale'])
+        iters = scaled(self.cfg['pretrain']['iters'], self.cfg['scale'])
         self.pretrained, jobs = {}, {}
         for key, use_conf in (('c_pssl_class_weighted', False), ('c_pssl_pixel_weighted', True)):
             jobs[f'pretrain_{key}'], self.pretrained[key] = self._job(
@@ -413,7 +226,7 @@ class Benchmark:
                 'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
 
     def finetune(self):
-        iters = _scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
+        iters = scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
         base = self.target_overrides()
         jobs, metrics = {}, {}
         for seed, (key, override) in itertools.product(self.cfg['seeds'], self.init_overrides().items()):

@@ -1,6 +1,5 @@
 """Classifier training (plain GAP cross-entropy or with the HFPL losses) for
 the classifiers whose explanations become PSSL labels; see :mod:`.train`."""
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 
 from .dataset import (ClassificationSet, load_classification_set,  # noqa: E402
                       split_train_val)

@@ -14,7 +14,6 @@ from collections import namedtuple
 
 import numpy as np
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 
 from ..utils.checkpoint import Checkpoints, read_checkpoint, require_complete

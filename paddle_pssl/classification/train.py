@@ -19,7 +19,6 @@ import warnings
 
 import numpy as np
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 import paddle.nn.functional as F
 

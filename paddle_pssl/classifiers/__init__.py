@@ -12,7 +12,6 @@
   PyTorch's legacy format (``torch_legacy_reader``).
 * ``preprocess_images`` / ``normalize_rgb`` and ImageNet-1k class names.
 """
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 
 from .capture import features_and_logits  # noqa: E402
 from .default_cfgs import (DEFAULT_CFGS, IMAGENET_MEAN, IMAGENET_STD, InputConfig,  # noqa: E402

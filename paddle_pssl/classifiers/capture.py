@@ -13,7 +13,6 @@ Two uses, one function:
 """
 import numpy as np
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 
 __all__ = ["features_and_logits"]

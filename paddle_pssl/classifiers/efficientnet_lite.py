@@ -32,7 +32,6 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 import paddle.nn as nn
 

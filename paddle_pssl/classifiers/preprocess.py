@@ -1,4 +1,4 @@
-"""Classifier input preprocessing (numpy only, no paddle import).
+"""Classifier input preprocessing on numpy arrays and PIL images.
 
 ``preprocess_images`` does: RGB, resize the short side to ``resize_short``
 (bilinear, PIL), centre crop ``crop_size`` x ``crop_size``, then

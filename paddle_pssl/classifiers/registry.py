@@ -61,7 +61,6 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 import paddle.nn as nn
 

@@ -3,7 +3,6 @@ and ``.pdparams`` are loaded strictly (every key present, every shape equal)."""
 import os
 import re
 
-from paddle_pssl import _zlib_first  # noqa: F401  before paddle
 import paddle
 
 __all__ = ["check_local_weights_path", "load_pdparams_strict"]

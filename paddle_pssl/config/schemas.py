@@ -164,7 +164,7 @@ CLASSIFIER = Block({
 })
 
 # ---------------------------------------------------------------- mm_tuning
-# METHODS.md section 4; iters / images_per_step / learning_rate are
+# docs/methods.md section 4; iters / images_per_step / learning_rate are
 # overridden by tools/train.py's --iters / --batch_size / --learning_rate.
 
 
@@ -181,7 +181,7 @@ MM_TUNING = Block({
     'decay_at': Num(0.75, min=0, max=1, doc='lr x decay_factor from this fraction of iters on'),
     'decay_factor': Num(0.1, min=0),
     'momentum': Num(0.9, min=0, max=1),
-    'weight_decay': Num(4.0e-5, min=0, doc="the project's SGD configs; METHODS is silent"),
+    'weight_decay': Num(4.0e-5, min=0, doc="the paper gives none; the project's SGD configs' value"),
     'margin': Num(2.1, min=0),
     'feature_index': Int(-1, doc='backbone output used: -1 = last feature map'),
     'freeze_bn': Bool(False, doc='True: BN uses (and keeps) its running statistics'),

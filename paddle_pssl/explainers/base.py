@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 
-from .. import _zlib_first  # noqa: F401  must precede paddle, see _zlib_first.py
 import paddle
 import paddle.nn.functional as F
 
@@ -27,7 +26,8 @@ from ..classifiers.registry import Classifier
 
 
 def import_interpretdl():
-    """Import interpretdl (zlib is already loaded, see above) with its import-time
+    """Import interpretdl (the package's ``__init__`` loaded zlib first, see
+    ``paddle_pssl/_zlib_first.py``) with its import-time
     print muted: 0.8.0's GLIME/NormLIME/ForgettingEvents modules import the
     removed ``paddle.fluid`` and the package then prints a misleading
     "Paddle should be installed" line."""

@@ -23,7 +23,6 @@ import warnings
 
 import numpy as np
 
-from .. import _zlib_first  # noqa: F401  must precede paddle, see _zlib_first.py
 from .base import import_interpretdl
 
 import_interpretdl()

@@ -59,7 +59,7 @@ def cam_to_class_map(cam_logits, label, eps=1e-5):
     Foreground channels: max-normalised ReLU CAM times the multi-hot label
     [N, C]; background: 1 - max foreground (1 where no class is present).
     Differentiable in ``cam_logits``. SEAM's ``max_norm`` also subtracts the
-    minimum; METHODS.md's plain max-normalisation is used here.
+    minimum; docs/methods.md section 3's plain max-normalisation is used here.
     """
     label = label.astype(cam_logits.dtype).reshape(label.shape[:2] + [1, 1])
     fg = max_normalised_cam(cam_logits, eps) * label

@@ -1,4 +1,4 @@
-"""Triplet loss of Mix-and-Match tuning (METHODS.md section 4).
+"""Triplet loss of Mix-and-Match tuning (docs/methods.md section 4).
 
     L = 1/(2N) * sum_t max(0, alpha + ||f_a - f_p||^2 - ||f_a - f_n||^2)
 
@@ -6,7 +6,6 @@ on L2-normalised features, N triplets, alpha = 2.1. With unit vectors the
 squared distances lie in [0, 4], so alpha = 2.1 keeps most triplets active.
 The triplets come from ``paddle_pssl.mm_tuning.build_triplets``.
 """
-from .. import _zlib_first  # noqa: F401  before paddle, see that module
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F

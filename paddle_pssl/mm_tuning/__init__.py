@@ -1,6 +1,7 @@
 """Mix-and-Match tuning (Zhan et al., AAAI 2018): Mix samples labelled patches
 from segmentation batches, Match links them into triplets. The loss is
-``paddle_pssl.losses.triplet.MixMatchTripletLoss``. numpy + cv2 only here.
+``paddle_pssl.losses.triplet.MixMatchTripletLoss``; the tuning loop is
+:mod:`.train`.
 """
 from .patches import (PatchSampler, covered_fraction, crop_patch,
                       sample_batch_patches, select_boxes)

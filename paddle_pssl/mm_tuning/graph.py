@@ -1,6 +1,6 @@
 """Match: build triplets from labelled patches by growing a graph per class.
 
-Mix-and-Match tuning (METHODS.md section 4): visit the patches in random
+Mix-and-Match tuning (docs/methods.md section 4): visit the patches in random
 order; each becomes an anchor linked to a random already-visited patch of its
 own class (positive) and a random already-visited patch of another class
 (negative). Within a class every later patch links to an earlier one, so the
@@ -17,8 +17,6 @@ Anchors with no visited partner yet (the method is silent on them):
   single class nothing has a negative: such anchors give no triplet.
 Upstream's Caffe layer fills the same gaps after the pass from all patches;
 looking ahead draws from the same set, so the two agree in distribution.
-
-numpy only; no paddle import.
 """
 import numpy as np
 

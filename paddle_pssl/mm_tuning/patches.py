@@ -1,6 +1,6 @@
 """Mix: sample labelled square patches from segmentation samples (M&M tuning).
 
-Mix-and-Match tuning (Zhan et al., AAAI 2018; METHODS.md section 4) turns a
+Mix-and-Match tuning (Zhan et al., AAAI 2018; docs/methods.md section 4) turns a
 segmentation set into a patch set: about 10 patches per image, side uniform in
 [64, 256], 90 % centred on foreground pixels and 10 % on background, 5x
 oversampled candidates thinned so that no kept patch is more than 60 % covered
@@ -21,8 +21,6 @@ Choices where the method is silent (all configurable):
 - Coverage is measured on the part of the candidate inside the image: the
   padding can never be covered, and counting it would let border patches
   duplicate content.
-
-numpy + cv2 only; no paddle import.
 """
 import math
 

@@ -1,4 +1,4 @@
-"""The Mix-and-Match tuning stage (METHODS.md section 4), run by
+"""The Mix-and-Match tuning stage (docs/methods.md section 4), run by
 ``tools/train.py -c configs/mm_tuning/<name>.yml``.
 
 The config is a PaddleSeg one (``model`` with ``pretrained:`` = the checkpoint
@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 
-from .. import _zlib_first  # noqa: F401  before paddle, see that module
 import paddle
 
 from ..config import mm_tuning_settings

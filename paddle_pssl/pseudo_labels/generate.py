@@ -12,7 +12,6 @@ written, each atomically. Shards take every N-th image; under
 ``paddle.distributed.launch`` each rank takes its own shard.
 """
 import os
-import zlib  # noqa: F401  (before paddle, see paddle_pssl/_zlib_first.py)
 
 import cv2
 import numpy as np

@@ -17,7 +17,6 @@ Two steps turn the CAMs of the classes present in an image into a label map:
 The CRF is isolated in :func:`dense_crf_foreground`; everything after it
 (:func:`importance_maps`, :func:`proportional_argmax`, ...) takes the
 foreground masks as input so the arithmetic is testable without pydensecrf.
-NumPy only: no paddle import here.
 """
 from dataclasses import dataclass
 

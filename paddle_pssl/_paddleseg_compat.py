@@ -1,14 +1,33 @@
-"""Shim for paddleseg 2.8.0 on paddlepaddle 2.6: evaluation.
+"""Shims for paddleseg 2.8.0 on paddlepaddle 2.6 and 3.3.
 
+Evaluation (both versions):
 ``paddleseg.utils.metrics.calculate_area`` builds per-class counts with
 ``paddle.concat`` of ``paddle.sum`` results; Paddle 2.6 returns 0-D tensors
 there and ``concat`` of 0-D tensors raises "The axis is expected to be in range
 of [0, 0)", so ``paddleseg.core.evaluate`` fails on its first image. We replace
 it with a bincount version returning the same [num_classes] int64 counts.
 (The training-loop counterpart is in ``paddle_pssl/core/train.py``.)
+
+Losses (Paddle 3 only): ``CrossEntropyLoss._post_process_loss`` multiplies an
+int64 tensor by a float32 one. Paddle 2.6 silently cast the right operand to
+the left one's dtype; Paddle 3 refuses ("Type promotion only support
+calculations between floating-point numbers"), so every PaddleSeg
+CrossEntropyLoss fails. ``post_process_loss`` makes those two casts explicit,
+with the dtypes Paddle 2.6 chose; it is installed only on Paddle >= 3.
 """
 import paddle
+import paddle.nn.functional as F
+from paddleseg.models.losses import cross_entropy_loss
 from paddleseg.utils import metrics
+
+
+def paddle_major():
+    """Paddle's major version; develop builds ("0.0.0") count as newest."""
+    major = int(paddle.__version__.split('.')[0])
+    return major if major > 0 else 99
+
+
+PADDLE3 = paddle_major() >= 3
 
 
 def calculate_area(pred, label, num_classes, ignore_index=255):
@@ -39,3 +58,39 @@ def calculate_area(pred, label, num_classes, ignore_index=255):
 
 
 metrics.calculate_area = calculate_area
+
+
+def post_process_loss(self, logit, label, semantic_weights, loss):
+    """PaddleSeg 2.8's ``CrossEntropyLoss._post_process_loss`` with explicit casts:
+    mask-averaged (or top-k) loss, optionally weighted per pixel and per class."""
+    if self.avg_non_ignore:
+        mask = paddle.cast(label != self.ignore_index, dtype='float32')
+    else:
+        mask = paddle.ones(label.shape, dtype='float32')
+    mask.stop_gradient = True
+    label.stop_gradient = True
+    if loss.ndim > mask.ndim:
+        loss = paddle.squeeze(loss, axis=-1)
+    loss = loss * mask
+    if semantic_weights is not None:
+        loss = loss * semantic_weights
+    if self.weight is not None:
+        # int64 label x {0, 1} mask: ignored pixels index class 0 (weight
+        # masked out below), as on Paddle 2.6
+        _one_hot = F.one_hot(label * mask.astype(label.dtype), logit.shape[-1])
+        coef = paddle.sum(_one_hot * self.weight, axis=-1)
+    else:
+        coef = paddle.ones_like(label)
+    if self.top_k_percent_pixels == 1.0:
+        return paddle.mean(loss) / (paddle.mean(mask * coef.astype(mask.dtype)) + self.EPS)
+    loss = loss.reshape((-1, ))
+    top_k_pixels = int(self.top_k_percent_pixels * loss.numel())
+    loss, indices = paddle.topk(loss, top_k_pixels)
+    coef = paddle.gather(coef.reshape((-1, )), indices)
+    coef.stop_gradient = True
+    coef = coef.astype('float32')
+    return loss.mean() / (paddle.mean(coef) + self.EPS)
+
+
+if PADDLE3:
+    cross_entropy_loss.CrossEntropyLoss._post_process_loss = post_process_loss

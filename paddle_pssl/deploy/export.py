@@ -7,6 +7,7 @@ import yaml
 from paddleseg.utils import utils
 
 from ..utils.io import atomic_write_text
+from .paddle_compat import program_file
 
 
 class _WithOutputOp(paddle.nn.Layer):
@@ -27,7 +28,8 @@ class _WithOutputOp(paddle.nn.Layer):
 
 
 def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'):
-    """Write ``model.pdmodel``, ``model.pdiparams`` and ``deploy.yaml`` to save_dir."""
+    """Write ``model.pdmodel`` (``model.json`` on Paddle 3), ``model.pdiparams``
+    and ``deploy.yaml`` to save_dir."""
     from paddleseg.cvlibs import SegBuilder
     builder = SegBuilder(cfg)
     model = builder.model
@@ -42,12 +44,14 @@ def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'
         net, input_spec=[paddle.static.InputSpec(shape=shape, dtype='float32')],
         full_graph=True)
     os.makedirs(save_dir, exist_ok=True)
-    paddle.jit.save(static, os.path.join(save_dir, 'model'))
+    prefix = os.path.join(save_dir, 'model')
+    paddle.jit.save(static, prefix)
     val_cfg = cfg.val_dataset_cfg or cfg.train_dataset_cfg
     transforms = [t for t in val_cfg.get('transforms', [{'type': 'Normalize'}])
                   if t.get('type') in ('Normalize', 'Resize', 'ResizeByShort',
                                        'ResizeByLong', 'Padding')]
-    deploy = {'Deploy': {'model': 'model.pdmodel', 'params': 'model.pdiparams',
+    deploy = {'Deploy': {'model': os.path.basename(program_file(prefix)),
+                         'params': 'model.pdiparams',
                          'transforms': transforms, 'input_shape': shape,
                          'output_op': output_op, 'output_dtype':
                          'int32' if output_op == 'argmax' else 'float32'}}

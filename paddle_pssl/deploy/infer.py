@@ -18,6 +18,7 @@ import yaml
 
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write, read_image_bgr
+from .paddle_compat import memory_optim_ok, set_onednn
 
 DEPLOY_FILE = 'deploy.yaml'
 
@@ -107,19 +108,20 @@ class Predictor:
             import paddle
             if not paddle.is_compiled_with_cuda():
                 raise PSSLError('--device gpu: this paddlepaddle build has no CUDA '
-                                '(install paddlepaddle-gpu==2.6.2)')
+                                '(install paddlepaddle-gpu: see the README)')
             config.enable_use_gpu(100, 0)
         elif device == 'cpu':
             config.disable_gpu()
             config.set_cpu_math_library_num_threads(int(cpu_threads))
-            if enable_mkldnn:
-                config.enable_mkldnn()
+            # Paddle 3.3: off unless asked, and refused for interpolating programs
+            if set_onednn(config, self.deploy.model_file, enable_mkldnn):
                 # shapes vary per image; bound oneDNN's per-shape cache
                 config.set_mkldnn_cache_capacity(10)
         else:
             raise PSSLError(f'--device {device}: expected cpu or gpu')
         config.switch_ir_optim(ir_optim)
-        config.enable_memory_optim()
+        if memory_optim_ok(self.deploy.model_file):   # fails on Paddle 3.3's .json programs
+            config.enable_memory_optim()
         config.disable_glog_info()
         self.predictor = inference.create_predictor(config)
         self.input_name = self.predictor.get_input_names()[0]
@@ -227,7 +229,8 @@ def parse_args(argv=None):
         description='Predict with an exported model through Paddle Inference; '
                     'saves pseudo-colour PNG masks.')
     p.add_argument('--model_dir', default=None,
-                   help='folder with deploy.yaml, model.pdmodel, model.pdiparams')
+                   help='folder with deploy.yaml, model.pdmodel (Paddle 3: model.json), '
+                        'model.pdiparams')
     p.add_argument('--config', default=None,
                    help="path to deploy.yaml (PaddleSeg's flag; alternative to --model_dir)")
     p.add_argument('--image_path', required=True,

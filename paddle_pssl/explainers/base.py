@@ -212,6 +212,8 @@ class InferenceForward:
         from paddle import inference
         from paddle.static import InputSpec
 
+        from ..deploy.paddle_compat import program_file, set_onednn
+
         self._tmp = tempfile.TemporaryDirectory(prefix="pssl_explainer_")
         prefix = os.path.join(self._tmp.name, "model")
         clone = copy.deepcopy(model)
@@ -223,13 +225,14 @@ class InferenceForward:
             static = paddle.jit.to_static(clone, input_spec=[InputSpec([None] + list(input_shape), "float32", "x")],
                                           full_graph=True)
             paddle.jit.save(static, prefix)
-        config = inference.Config(prefix + ".pdmodel", prefix + ".pdiparams")
+        model_file = program_file(prefix)  # .json on Paddle 3
+        config = inference.Config(model_file, prefix + ".pdiparams")
         device = paddle.get_device()
         if device.startswith("gpu"):
             config.enable_use_gpu(256, int(device.split(":")[1]) if ":" in device else 0)
         else:
             config.disable_gpu()
-            config.enable_mkldnn()
+            set_onednn(config, model_file, True)  # Paddle 3.3: not for interpolating models
             config.set_cpu_math_library_num_threads(int(cpu_threads))
         config.disable_glog_info()
         self._predictor = inference.create_predictor(config)

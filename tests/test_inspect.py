@@ -83,7 +83,7 @@ def test_cli_writes_sheet_and_stats_that_match_the_store(written, tmp_path):
     sheet = cv2.imread(str(out / 'contact_sheet.png'))
     assert sheet.shape[:2] == _expected_sheet(5, tiles=2)       # the store has confidence
     plot = cv2.imread(str(out / 'stats.png'))
-    assert plot.shape[:2] == (420, 1500)
+    assert plot.shape[:2] == (480, 1500)
 
     stats = json.loads((out / 'stats.json').read_text())
     labels, _ = store.list_labels(written['root'])

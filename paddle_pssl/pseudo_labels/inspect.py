@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from . import store
-from .writer import STATS_DIR, read_jsonl
+from .writer import STATS_DIR
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write, atomic_write_text, json_default, read_image_bgr
 
@@ -26,9 +26,9 @@ __all__ = ['inspect_store', 'inspect_main', 'image_root_of', 'sheet_size']
 
 # Contact-sheet layout, in pixels (tests rebuild the sheet size from these).
 TILE, GAP, MARGIN, CAPTION, HEADER, MIN_WIDTH = 160, 4, 10, 50, 46, 560
-OVERLAY_BGR, CONTOUR_BGR = (0, 140, 255), (0, 255, 255)   # orange fill, yellow outline
+OVERLAY_BGR, CONTOUR_BGR = (255, 0, 255), (255, 255, 0)   # magenta fill, cyan outline: rare in photos
 FONT, FONT_SCALE, LINE = cv2.FONT_HERSHEY_SIMPLEX, 0.42, 15
-STATS_FIGSIZE, STATS_DPI = (15, 4.2), 100                   # stats.png is 1500 x 420
+STATS_FIGSIZE, STATS_DPI = (15, 4.8), 100                   # stats.png is 1500 x 480
 SHEET, STATS_PNG, STATS_JSON = 'contact_sheet.png', 'stats.png', 'stats.json'
 
 
@@ -93,44 +93,57 @@ def _quantiles(values):
     return {'mean': round(float(v.mean()), 4), **{k: round(float(x), 4) for k, x in zip(keys, q)}}
 
 
-def per_image_stats(pssl_root, labels, max_stats, seed):
-    """-> ({label_rel: (foreground, confidence or None)}, source): the writer's
-    records for the listed labels, else a seeded sample of label files."""
-    listed = {rel for rel, _, _ in labels}
-    records = {}
+def _records(path):
+    """(image, foreground, confidence) of each stats record, read line by line
+    (a 1.28 M-image shard does not fit in memory as dicts); a torn line is dropped."""
+    with open(path) as f:
+        for line in f:
+            try:
+                r = json.loads(line)
+                yield r['image'], float(r['foreground']), r.get('confidence')
+            except (ValueError, KeyError, TypeError):
+                continue
+
+
+def per_image_stats(pssl_root, labels, index, max_stats, seed):
+    """-> (foreground shares, mean confidences (NaN: none), source) of the
+    labels with a writer record, else of a seeded sample of label files."""
+    fg = np.full(len(labels), np.nan, np.float32)
+    conf = np.full(len(labels), np.nan, np.float32)
     stats_dir = os.path.join(pssl_root, STATS_DIR)
     names = sorted(os.listdir(stats_dir)) if os.path.isdir(stats_dir) else []
     for name in names:
         if name.startswith('shard-') and name.endswith('.jsonl') \
                 and not name.endswith('.skipped.jsonl'):
-            for r in read_jsonl(os.path.join(stats_dir, name)):
-                rel = store.label_relpath(str(r.get('image', '')))
-                if rel in listed and 'foreground' in r:
-                    records[rel] = (float(r['foreground']), r.get('confidence'))
-    if records:
-        return records, 'stats_files'
+            for image, f, c in _records(os.path.join(stats_dir, name)):
+                i = index.get(store.label_relpath(image))
+                if i is not None:   # records of labels no longer listed do not count
+                    fg[i] = f
+                    conf[i] = np.nan if c is None else c
+    covered = ~np.isnan(fg)
+    if covered.any():
+        return fg[covered], conf[covered], 'stats_files'
     rng = np.random.default_rng(seed)
     picks = rng.choice(len(labels), size=min(max_stats, len(labels)), replace=False)
+    fg, conf = [], []
     for i in sorted(picks):
-        rel = labels[i][0]
         try:
-            mask, confidence = store.read_label(os.path.join(pssl_root, rel))
+            mask, confidence = store.read_label(os.path.join(pssl_root, labels[i][0]))
         except PSSLError:
-            continue    # the sheet and stats.json name unreadable labels it samples
-        records[rel] = (float(mask.mean()),
-                        None if confidence is None else float(confidence.mean()))
-    return records, 'sampled_label_files'
+            continue    # the sheet names the unreadable labels it shows
+        fg.append(mask.mean())
+        conf.append(np.nan if confidence is None else confidence.mean())
+    return np.asarray(fg, np.float32), np.asarray(conf, np.float32), 'sampled_label_files'
 
 
-def store_stats(pssl_root, labels, class_names, manifest, records, source):
+def store_stats(pssl_root, labels, index, class_names, manifest, fg, conf, source):
     counts = np.bincount([cid for _, cid, _ in labels], minlength=len(class_names))
-    listed_images = {store.image_relpath(rel) for rel, _, _ in labels}
     skipped = None
     if manifest is not None and 'skipped' in manifest:
         # an image skipped once and labelled by a later run is not skipped
-        skipped = [s for s in manifest['skipped'] if s.get('image') not in listed_images]
-    fg = [f for f, _ in records.values()]
-    conf = [c for _, c in records.values() if c is not None]
+        skipped = [s for s in manifest['skipped']
+                   if store.label_relpath(str(s.get('image'))) not in index]
+    conf = conf[~np.isnan(conf)]
     return {
         'pssl_root': os.path.abspath(pssl_root),
         'labels': len(labels), 'classes': len(class_names),
@@ -139,10 +152,10 @@ def store_stats(pssl_root, labels, class_names, manifest, records, source):
         'labels_per_class': _quantiles(counts[counts > 0]),
         'classes_without_labels': [class_names[i] for i, c in enumerate(counts) if not c],
         'skipped': skipped,
-        'per_image_source': source, 'per_image_count': len(records),
+        'per_image_source': source, 'per_image_count': len(fg),
         'foreground_share': _quantiles(fg),
-        'empty_labels': int(sum(f == 0 for f in fg)),
-        'full_labels': int(sum(f >= 0.999 for f in fg)),
+        'empty_labels': int((fg == 0).sum()),
+        'full_labels': int((fg >= 0.999).sum()),
         'mean_confidence': _quantiles(conf),
     }
 
@@ -158,7 +171,7 @@ def _fit(image, mask):
 
 def _paste(canvas, tile, y, x):
     h, w = tile.shape[:2]
-    oy, ox = y + (TILE - h) // 2, x + (TILE - w) // 2
+    oy, ox = y + TILE - h, x + (TILE - w) // 2    # on the caption: no gap above the text
     canvas[oy:oy + h, ox:ox + w] = tile
 
 
@@ -238,7 +251,7 @@ def contact_sheet(pssl_root, image_root, labels, picks, display, seed):
     sheet = np.full((height, width, 3), 255, np.uint8)
     _text(sheet, f'{os.path.abspath(pssl_root)}: {len(chosen)} of {len(labels)} labels '
                  f'(seed {seed})', 18, MARGIN, width - 2 * MARGIN)
-    legend = 'orange = object, yellow = its outline' + \
+    legend = 'magenta = object, cyan = its outline' + \
         ('; right: confidence, dark = low, yellow = high' if has_conf else '')
     _text(sheet, legend, 18 + LINE + 2, MARGIN, width - 2 * MARGIN, (90, 90, 90))
     cols = max(1, math.ceil(math.sqrt(len(chosen))))
@@ -253,18 +266,17 @@ def contact_sheet(pssl_root, image_root, labels, picks, display, seed):
     return sheet, problems
 
 
-def plot_stats(stats, records, display_by_name, path):
+def plot_stats(stats, fg, conf, display_by_name, path):
     """stats.png: foreground-share and confidence histograms, labels per class."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fg = [f for f, _ in records.values()]
-    conf = [c for _, c in records.values() if c is not None]
+    conf = conf[~np.isnan(conf)]
     fig, axes = plt.subplots(1, 3, figsize=STATS_FIGSIZE, dpi=STATS_DPI)
     where = 'from stats files' if stats['per_image_source'] == 'stats_files' else 'sampled'
     bins = np.linspace(0, 1, 21)
     for ax, values, title in ((axes[0], fg, 'foreground share'), (axes[1], conf, 'mean confidence')):
-        if values:
+        if len(values):
             ax.hist(values, bins=bins, color='tab:orange' if ax is axes[0] else 'tab:green')
             ax.set_title(f'{title} per label ({len(values)}, {where})', fontsize=10)
         else:
@@ -278,11 +290,15 @@ def plot_stats(stats, records, display_by_name, path):
     ax = axes[2]
     ax.bar(range(len(counts)), [c for _, c in counts], color='tab:blue')
     ax.set_xticks(range(len(counts)))
-    ax.set_xticklabels([display_by_name.get(n, n)[:18] for n, _ in counts], rotation=90, fontsize=6)
+    ax.set_xticklabels([display_by_name.get(n, n)[:18] for n, _ in counts], rotation=90,
+                       fontsize=8 if len(counts) <= 20 else 6)
     empty = len(stats['classes_without_labels'])
     shown = 'top/bottom 20 classes' if len(stats['per_class']) > 40 else 'per class'
     ax.set_title(f'labels {shown}; {empty} of {stats["classes"]} classes have none', fontsize=10)
-    fig.tight_layout()
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.subplots_adjust(left=0.04, right=0.99, top=0.93, bottom=0.27, wspace=0.18)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=STATS_DPI), suffix='.png')
     plt.close(fig)
 
@@ -343,8 +359,9 @@ def inspect_store(pssl_root, image_root=None, num=16, seed=0, out=None, class_na
     if problems and len(problems) == len(picks) and all('image missing' in p for p in problems):
         raise PSSLError(f'{image_root}: none of the {len(picks)} sampled images is there '
                         f'(first: {problems[0].split(":")[0]}); is --image_root right?')
-    records, source = per_image_stats(pssl_root, labels, max_stats, seed)
-    stats = store_stats(pssl_root, labels, synsets, manifest, records, source)
+    index = {rel: i for i, (rel, _, _) in enumerate(labels)}
+    fg, conf, source = per_image_stats(pssl_root, labels, index, max_stats, seed)
+    stats = store_stats(pssl_root, labels, index, synsets, manifest, fg, conf, source)
     stats.update(image_root=os.path.abspath(image_root), seed=seed,
                  sheet_labels=[labels[i][0] for i in picks], sheet_problems=problems)
     os.makedirs(out, exist_ok=True)
@@ -355,7 +372,7 @@ def inspect_store(pssl_root, image_root=None, num=16, seed=0, out=None, class_na
     atomic_write(os.path.join(out, SHEET), _write_sheet, suffix='.png')
     if not ok[0]:
         raise PSSLError(f'{out}: cannot write {SHEET}')
-    plot_stats(stats, records, dict(zip(synsets, display)), os.path.join(out, STATS_PNG))
+    plot_stats(stats, fg, conf, dict(zip(synsets, display)), os.path.join(out, STATS_PNG))
     atomic_write_text(os.path.join(out, STATS_JSON),
                       json.dumps(stats, indent=1, default=json_default))
     print(summary(stats, out))

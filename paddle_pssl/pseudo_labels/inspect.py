@@ -298,7 +298,7 @@ def plot_stats(stats, fg, conf, display_by_name, path):
     from matplotlib.ticker import MaxNLocator
     for ax in axes:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.subplots_adjust(left=0.04, right=0.99, top=0.93, bottom=0.27, wspace=0.18)
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.93, bottom=0.27, wspace=0.25)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=STATS_DPI), suffix='.png')
     plt.close(fig)
 

@@ -22,6 +22,7 @@ TOOLS = {
     'relabel': ('paddle_pssl.pseudo_labels.relabel', 'relabel_main'),
     'infer': ('paddle_pssl.deploy.infer', 'infer_main'),
     'benchmark': ('paddle_pssl.benchmark.cli', 'benchmark_main'),
+    'inspect': ('paddle_pssl.pseudo_labels.inspect', 'inspect_main'),
 }
 
 

@@ -94,3 +94,26 @@ def post_process_loss(self, logit, label, semantic_weights, loss):
 
 if PADDLE3:
     cross_entropy_loss.CrossEntropyLoss._post_process_loss = post_process_loss
+
+
+# Shim for paddleseg 2.8.0's weight loading (all Paddle versions): its
+# ``load_pretrained_model`` (``model.pretrained``/``backbone.pretrained`` of
+# every model, ``load_entire_model`` of val/predict/export/relabel) and
+# ``resume`` (the training loop's ``--resume_model``) call plain ``paddle.load``,
+# which runs whatever code a crafted pickle names; so do the ViT and CAE
+# backbones. Those modules get a ``paddle`` whose ``load`` is the project's
+# allow-list reader, and a ``pretrained:`` URL is fetched by PaddleSeg's
+# downloader with the guards of ``paddle_pssl.utils.fetch``.
+import importlib  # noqa: E402
+
+from .utils.fetch import fetch_pretrained  # noqa: E402
+from .utils.safe_load import SafeLoadPaddle  # noqa: E402
+
+_SAFE_PADDLE = SafeLoadPaddle()
+for _name in ('paddleseg.utils.utils', 'paddleseg.models.backbones.vision_transformer',
+              'paddleseg.models.backbones.cae'):
+    importlib.import_module(_name).paddle = _SAFE_PADDLE
+# ``utils.download_pretrained_model`` for the ViT/CAE backbones, the module
+# global for ``load_pretrained_model``
+for _name in ('paddleseg.utils', 'paddleseg.utils.utils'):
+    importlib.import_module(_name).download_pretrained_model = fetch_pretrained

@@ -27,6 +27,7 @@ from ..config import validate
 from ..losses.hfpl import (FeatureSimilarityLoss, cam_to_class_map,
                            importance_sampling_loss)
 from ..utils.errors import PSSLError, one_line
+from ..utils.safe_load import safe_load
 from .loop import RESULT_FILE, ModelFns, run_training
 from .loop import log as _log
 
@@ -154,7 +155,7 @@ def _build_model(cfg, num_classes, path):
 def _load_by_shape(model, path, fc_layer):
     """Load every key of ``path`` whose shape fits; only the classifier layer
     may mismatch (another class count), anything else is an error."""
-    state = paddle.load(path)
+    state = safe_load(path)
     own = model.state_dict()
     fc_names = {p.name for p in fc_layer.parameters()} if fc_layer is not None else set()
     fc_keys = {k for k, v in own.items() if getattr(v, 'name', None) in fc_names}

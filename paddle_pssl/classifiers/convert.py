@@ -5,10 +5,9 @@ different names (``stem.0.conv.weight`` vs ``conv1_1._conv.weight``), so the
 mapping is positional, checked shape by shape; the test checks that both give
 identical feature maps. The classifier's head (``fc.*``) is dropped.
 """
-import paddle
-
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
+from ..utils.safe_load import safe_load
 
 
 def classifier_to_backbone_state(classifier_state, backbone, drop_prefixes=('fc.',)):
@@ -28,6 +27,6 @@ def classifier_to_backbone_state(classifier_state, backbone, drop_prefixes=('fc.
 
 def save_backbone_from_classifier(classifier_weights, backbone, path):
     """Convert a classifier ``.pdparams`` and save it for ``backbone.pretrained``."""
-    state = classifier_to_backbone_state(paddle.load(classifier_weights), backbone)
+    state = classifier_to_backbone_state(safe_load(classifier_weights), backbone)
     atomic_paddle_save(state, path)
     return path

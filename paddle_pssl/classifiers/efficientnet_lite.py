@@ -35,6 +35,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
+from ..utils.safe_load import safe_load
 from .default_cfgs import DEFAULT_CFGS
 from .torch_legacy_reader import load_torch_state_dict
 from .weights import check_local_weights_path, load_pdparams_strict
@@ -272,8 +273,7 @@ def efficientnet_lite(name="efficientnet_lite0", pretrained=True, num_classes=10
         load_fc = num_classes == 1000
         if path.endswith(".pdparams"):
             # a .pdparams we trained has its own K-class head: keep it when it fits
-            import paddle
-            saved_fc = paddle.load(path).get("_fc.weight")
+            saved_fc = safe_load(path).get("_fc.weight")
             fits = saved_fc is not None and list(saved_fc.shape) == list(model.fc.weight.shape)
             load_pdparams_strict(model, path, skip_prefixes=() if load_fc or fits else ("_fc.",))
         else:

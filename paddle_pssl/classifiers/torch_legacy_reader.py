@@ -13,11 +13,12 @@ False)`` writes), five things back to back:
 5. a pickle of the list of storage keys, then for each key in that order an
    int64 element count followed by the raw bytes of the storage.
 
-Security: pickles are read with :class:`RestrictedUnpickler`, whose
-``find_class`` hands out only the few globals in :data:`ALLOWED_GLOBALS`, each
-mapped to a harmless local stand-in (never the real torch object). Any other
-global (``os.system``, ``builtins.eval``, ...) raises :class:`UnsafePickleError`
-naming the file and the global, before anything is called.
+Security: pickles are read with :class:`RestrictedUnpickler`, the project's
+allow-list unpickler (:mod:`paddle_pssl.utils.safe_load`) given only the few
+globals in :data:`ALLOWED_GLOBALS`, each mapped to a harmless local stand-in
+(never the real torch object). Any other global (``os.system``,
+``builtins.eval``, ...) raises :class:`UnsafePickleError` naming the file and
+the global, before anything is called.
 
 Public API::
 
@@ -27,11 +28,13 @@ Public API::
 import collections
 import io
 import os
-import pickle
 import struct
 from typing import Any, Dict
 
 import numpy as np
+
+from ..utils.safe_load import AllowedCall, AllowListUnpickler, Frozen, NotWeightsData, \
+    UnsafePickleError, ordered_dict
 
 __all__ = [
     "ALLOWED_GLOBALS",
@@ -48,27 +51,11 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for a global that is not on the allow-list."""
-
-
 class TorchFileFormatError(ValueError):
     """The file is not a well-formed legacy torch file."""
 
 
-class _Frozen:
-    """Objects handed to pickles are immutable, so a file's BUILD opcodes cannot
-    alter them (they are shared by every later load in the process)."""
-
-    __slots__ = ()
-
-    def __setattr__(self, name, value):
-        raise UnsafePickleError("pickle tried to modify an allow-listed object")
-
-    __delattr__ = __setattr__
-
-
-class _StorageType(_Frozen):
+class _StorageType(Frozen):
     """Stand-in for ``torch.FloatStorage`` & co.: only carries the dtype."""
 
     __slots__ = ("name", "dtype")
@@ -82,19 +69,7 @@ class _StorageType(_Frozen):
 
     def __call__(self, *args, **kwargs):
         # the format only names storage classes, it never calls them
-        raise UnsafePickleError("storage class torch.%s may not be called" % self.name)
-
-
-class _AllowedCall(_Frozen):
-    """A frozen wrapper of one of our own rebuild functions."""
-
-    __slots__ = ("_fn",)
-
-    def __init__(self, fn):
-        object.__setattr__(self, "_fn", fn)
-
-    def __call__(self, *args):
-        return self._fn(*args)  # pickles pass positional arguments only
+        raise NotWeightsData("the pickle calls the storage class torch.%s" % self.name)
 
 
 # bfloat16 has no numpy dtype: read the raw 16 bits, widen to float32 later
@@ -160,22 +135,17 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
-def _ordered_dict(*args):
-    # OrderedDict() or OrderedDict(iterable of pairs); no kwargs from pickles
-    return collections.OrderedDict(*args)
-
-
 #: (module, name) -> local stand-in. Nothing else can be loaded.
 ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): _AllowedCall(_ordered_dict),
-    ("torch._utils", "_rebuild_tensor"): _AllowedCall(_rebuild_tensor),
-    ("torch._utils", "_rebuild_tensor_v2"): _AllowedCall(_rebuild_tensor_v2),
-    ("torch._utils", "_rebuild_parameter"): _AllowedCall(_rebuild_parameter),
+    ("collections", "OrderedDict"): AllowedCall(ordered_dict),
+    ("torch._utils", "_rebuild_tensor"): AllowedCall(_rebuild_tensor),
+    ("torch._utils", "_rebuild_tensor_v2"): AllowedCall(_rebuild_tensor_v2),
+    ("torch._utils", "_rebuild_parameter"): AllowedCall(_rebuild_parameter),
 }
 ALLOWED_GLOBALS.update({("torch", n): t for n, t in _STORAGE_TYPES.items()})
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class RestrictedUnpickler(AllowListUnpickler):
     """Unpickler that resolves globals only through :data:`ALLOWED_GLOBALS`.
 
     ``allow_globals=False`` refuses every global (for the header pickles).
@@ -183,23 +153,13 @@ class RestrictedUnpickler(pickle.Unpickler):
     """
 
     def __init__(self, file, source="<stream>", allow_globals=True, storages=None):
-        super().__init__(file)
+        super().__init__(file, source, ALLOWED_GLOBALS if allow_globals else {})
         self._source = source
-        self._allow_globals = allow_globals
         self._storages = storages
-
-    def find_class(self, module, name):
-        key = (module, name)
-        if self._allow_globals and key in ALLOWED_GLOBALS:
-            return ALLOWED_GLOBALS[key]
-        raise UnsafePickleError(
-            "%s: refused to load global '%s.%s' (not on the allow-list of the "
-            "torch legacy reader; the file may be malicious or not a plain "
-            "state dict)" % (self._source, module, name))
 
     def persistent_load(self, pid):
         if self._storages is None:
-            raise UnsafePickleError("%s: unexpected persistent id %r" % (self._source, pid))
+            raise self.refuse("the pickle uses a persistent id where none belongs")
         if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"):
             raise TorchFileFormatError("%s: unsupported persistent id %r" % (self._source, pid))
         _, storage_type, key, _location, numel, view_metadata = pid

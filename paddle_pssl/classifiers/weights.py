@@ -1,9 +1,10 @@
 """Local weight files only: URLs are refused (nothing is downloaded at run time),
-and ``.pdparams`` are loaded strictly (every key present, every shape equal)."""
+and ``.pdparams`` are loaded strictly (every key present, every shape equal),
+through the reader that runs no pickled code."""
 import os
 import re
 
-import paddle
+from ..utils.safe_load import safe_load
 
 __all__ = ["check_local_weights_path", "load_pdparams_strict"]
 
@@ -29,7 +30,7 @@ def load_pdparams_strict(model, path, skip_prefixes=()):
     (e.g. the classifier layer when the number of classes differs).
     """
     path = check_local_weights_path(path)
-    state = paddle.load(path)
+    state = safe_load(path)
     if not isinstance(state, dict):
         raise ValueError("%s does not hold a state dict" % path)
     skip = tuple(skip_prefixes)

@@ -10,6 +10,7 @@ from paddleseg.cvlibs import Config, manager
 from paddleseg.cvlibs.config import update_config_dict
 
 from ..utils.errors import PSSLError, one_line
+from ..utils.fetch import note_url_key
 from .loader import apply_opts, load_yaml, suggest
 from .schemas import validate
 from .spec import Int, build
@@ -75,7 +76,8 @@ def _walk_urls(node, key_path, found):
 
 def check_config_dict(dic, path):
     """Raise PSSLError for unknown top-level keys, unregistered ``type:``
-    values and URLs (nothing may be downloaded at run time)."""
+    values and URLs other than ``...pretrained`` ones (those are fetched when
+    the model is built, see :mod:`paddle_pssl.utils.fetch`)."""
     for key in dic:
         if key not in KNOWN_TOP_LEVEL_KEYS:
             raise PSSLError(f'{path}: unknown top-level key {key!r}'
@@ -95,8 +97,11 @@ def check_config_dict(dic, path):
     urls = []
     _walk_urls(dic, '', urls)
     for key_path, url in urls:
-        raise PSSLError(f'{path}: {key_path} is a URL ({url}); nothing is downloaded '
-                        'at run time, point it at a local file')
+        if key_path.split('.')[-1] == 'pretrained':
+            note_url_key(url, key_path)
+            continue
+        raise PSSLError(f'{path}: {key_path} is a URL ({url}); only a ...pretrained key '
+                        'may be a URL (fetched as PaddleSeg does), point this one at a local file')
 
 
 def _check_flags(learning_rate, batch_size, iters):

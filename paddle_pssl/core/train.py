@@ -20,7 +20,9 @@ pair, that ``--resume_model`` or fine-tuning then trips over. For the run, the
 loop's ``paddle`` is a view of paddle whose ``save`` stages the files of
 ``iter_N/`` and commits them together through
 :class:`~paddle_pssl.utils.checkpoint.Checkpoints` (which also keeps the last
-``keep_checkpoint_max``), and writes any other file atomically.
+``keep_checkpoint_max``), and writes any other file atomically. Its ``load``
+is the allow-list reader (:mod:`paddle_pssl.utils.safe_load`), like the
+``paddle`` that ``_paddleseg_compat`` gives PaddleSeg's ``resume``.
 """
 import importlib
 import os
@@ -31,6 +33,7 @@ import paddle
 from ..utils.checkpoint import Checkpoints, require_complete
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
+from ..utils.safe_load import SafeLoadPaddle
 
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
@@ -77,18 +80,15 @@ def attach_pixel_weight_hook(model):
     return True
 
 
-class _LoopPaddle(types.ModuleType):
-    """``paddle`` as PaddleSeg's loop sees it during a run: all of it, with a
-    ``save`` that commits ``iter_N/`` checkpoints as a unit through
-    ``checkpoints`` (None on ranks that save nothing) once every file of
-    ``unit`` is written, and writes any other file atomically."""
+class _LoopPaddle(SafeLoadPaddle):
+    """``paddle`` as PaddleSeg's loop sees it during a run: all of it, with
+    the safe ``load``, and a ``save`` that commits ``iter_N/`` checkpoints as
+    a unit through ``checkpoints`` (None on ranks that save nothing) once
+    every file of ``unit`` is written, and writes any other file atomically."""
 
     def __init__(self, checkpoints, unit):
-        super().__init__('paddle')
+        super().__init__()
         self._checkpoints, self._unit, self._staging = checkpoints, unit, None
-
-    def __getattr__(self, name):
-        return getattr(paddle, name)
 
     def save(self, obj, path, *args, **kwargs):
         iteration = None

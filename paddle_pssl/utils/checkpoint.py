@@ -95,15 +95,15 @@ def require_complete(directory, with_state=False, flag='--resume', need_name=Fal
 def read_checkpoint(directory, with_state=False, flag='--resume', need_name=False):
     """Load a complete checkpoint -> :data:`Checkpoint` (``state`` is None
     without ``with_state``; ``iteration`` from the folder name, or None)."""
-    import paddle
+    from .safe_load import safe_load
     require_complete(directory, with_state, flag, need_name)
     state = None
     if with_state:
         with open(os.path.join(directory, STATE)) as f:
             state = json.load(f)
     return Checkpoint(os.path.normpath(directory), checkpoint_iteration(directory),
-                      paddle.load(os.path.join(directory, PARAMS)),
-                      paddle.load(os.path.join(directory, OPTIMIZER)), state)
+                      safe_load(os.path.join(directory, PARAMS)),
+                      safe_load(os.path.join(directory, OPTIMIZER)), state)
 
 
 # Where the loops write model files with atomic_paddle_save besides iter_<n>/;

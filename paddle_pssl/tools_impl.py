@@ -134,6 +134,7 @@ def predict_main(argv=None):
     p.add_argument('--flip_vertical', action='store_true')
     args = p.parse_args(argv)
 
+    import cv2
     from paddleseg.core import predict
     from paddleseg.transforms import Compose
     from paddleseg.utils import get_image_list
@@ -146,8 +147,20 @@ def predict_main(argv=None):
     image_list, image_dir = get_image_list(args.image_path)
     if not image_list:
         raise PSSLError(f'{args.image_path}: no images found')
+
+    class _Reading(Compose):
+        # PaddleSeg's Compose calls .astype on cv2.imread's None for an
+        # undecodable file (AttributeError); name the file instead.
+        def __call__(self, data):
+            if isinstance(data.get('img'), str):
+                image = cv2.imread(data['img'], self.read_flag)
+                if image is None:
+                    raise PSSLError(f"{data['img']}: cannot decode image (corrupt or unsupported format)")
+                data['img'] = image.astype('float32')
+            return super().__call__(data)
+
     predict(builder.model, model_path=args.model_path,
-            transforms=Compose(builder.val_transforms), image_list=image_list,
+            transforms=_Reading(builder.val_transforms), image_list=image_list,
             image_dir=image_dir, save_dir=args.save_dir, aug_pred=args.aug_pred,
             scales=args.scales, flip_horizontal=args.flip_horizontal,
             flip_vertical=args.flip_vertical)

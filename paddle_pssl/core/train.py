@@ -23,6 +23,12 @@ loop's ``paddle`` is a view of paddle whose ``save`` stages the files of
 ``keep_checkpoint_max``), and writes any other file atomically. Its ``load``
 is the allow-list reader (:mod:`paddle_pssl.utils.safe_load`), like the
 ``paddle`` that ``_paddleseg_compat`` gives PaddleSeg's ``resume``.
+
+A bad training sample ends the run with its one-line error: datasets with a
+``hand_off_errors`` switch (``WeightedPSSLDataset``) pass their errors along
+in the batch for the run, and the model's ``loss_computation`` (ours or its
+own, which PaddleSeg's loop calls with the whole batch) raises them in the
+main thread, before the backward pass; see :func:`check_batches`.
 """
 import importlib
 import os
@@ -30,6 +36,7 @@ import types
 
 import paddle
 
+from ..datasets.pssl import raise_sample_error
 from ..utils.checkpoint import Checkpoints, require_complete
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
@@ -38,7 +45,7 @@ from ..utils.safe_load import SafeLoadPaddle
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
 
-__all__ = ['train', 'attach_pixel_weight_hook', 'loss_computation']
+__all__ = ['train', 'attach_pixel_weight_hook', 'loss_computation', 'check_batches']
 
 
 def loss_computation(logits_list, losses, data):
@@ -78,6 +85,32 @@ def attach_pixel_weight_hook(model):
         lambda self, logits_list, losses, data: loss_computation(
             logits_list, losses, data), model)
     return True
+
+
+def check_batches(model, dataset):
+    """For one run: ``dataset`` hands its sample errors over in the batch, and
+    ``model.loss_computation`` raises them before it computes a loss.
+    -> a function that undoes both."""
+    if not hasattr(dataset, 'hand_off_errors'):
+        return lambda: None
+    had = 'loss_computation' in vars(model)
+    before = vars(model).get('loss_computation')
+    inner = model.loss_computation
+
+    def checked(logits_list, losses, data):
+        raise_sample_error(data)
+        return inner(logits_list, losses, data)
+
+    model.loss_computation = checked
+    dataset.hand_off_errors = True
+
+    def undo():
+        dataset.hand_off_errors = False
+        if had:
+            model.loss_computation = before
+        else:
+            del model.loss_computation
+    return undo
 
 
 class _LoopPaddle(SafeLoadPaddle):
@@ -141,6 +174,7 @@ def train(model, train_dataset, **kwargs):
     # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes
     kwargs['keep_checkpoint_max'] = 0
     attached = attach_pixel_weight_hook(model)
+    unchecked = check_batches(model, train_dataset)
     loop_paddle = _LoopPaddle(checkpoints, unit)
     seg_train_module.paddle = loop_paddle
     try:
@@ -148,5 +182,6 @@ def train(model, train_dataset, **kwargs):
     finally:
         loop_paddle.abort()
         seg_train_module.paddle = paddle
+        unchecked()
         if attached:
             del model.loss_computation

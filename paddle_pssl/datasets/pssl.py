@@ -1,5 +1,6 @@
 """PSSL pre-training dataset that also carries per-pixel confidence weights."""
 import os
+import traceback
 
 import numpy as np
 import paddle
@@ -10,6 +11,10 @@ from paddleseg.utils import logger
 from ..pseudo_labels import store
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_bgr
+
+# The batch key that carries a sample's error to the trainer (see __getitem__).
+SAMPLE_ERROR = 'sample_error'
+_PSSL, _OTHER = 'pssl:', 'other:'
 
 
 @manager.DATASETS.add_component
@@ -35,11 +40,17 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             once and uses the next good sample instead.
         file_list (str): list file inside ``pssl_root``.
         edge (bool): kept for upstream's signature; unused.
+
+    ``hand_off_errors`` (set by ``paddle_pssl.core.train`` for a run): instead
+    of raising, ``__getitem__`` returns a stand-in sample whose
+    ``SAMPLE_ERROR`` entry holds the error; :func:`raise_sample_error` raises
+    it again where the batch arrives.
     """
     NUM_CLASSES = store.NUM_CLASSES
     IGNORE_INDEX = store.IGNORE_INDEX
     BACKGROUND = store.BACKGROUND
     IMG_CHANNELS = 3
+    hand_off_errors = False
 
     def __init__(self, transforms, imagenet_root, pssl_root, mode='train',
                  use_confidence=False, on_bad_sample='raise',
@@ -75,6 +86,7 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         if not self.file_list:
             raise PSSLError(f'{list_path}: file list is empty')
         self._reported = set()
+        self._last_shape = None
 
     def __len__(self):
         return len(self.file_list)
@@ -86,17 +98,21 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         if mask.shape != image.shape[:2]:
             raise PSSLError(f'{label_path}: label is {mask.shape[1]}x{mask.shape[0]} but '
                             f'its image {image_path} is {image.shape[1]}x{image.shape[0]}')
+        self._last_shape = image.shape[:2]
         label = np.full(mask.shape, self.BACKGROUND, dtype=np.int64)
         label[mask == 1] = class_id
+        return self._sample(image, label, confidence)
+
+    def _sample(self, image, label, confidence):
         data = {'img': image.astype('float32'), 'label': label,
                 'trans_info': [], 'gt_fields': ['label']}
         if self.use_confidence:
             data['weight'] = (confidence if confidence is not None else
-                              np.ones(mask.shape, np.float32))
+                              np.ones(label.shape, np.float32))
             data['gt_fields'].append('weight')
         return self.transforms(data)
 
-    def __getitem__(self, idx):
+    def _get(self, idx):
         if self.on_bad_sample == 'raise':
             return self._load(idx)
         for step in range(len(self.file_list)):
@@ -108,3 +124,51 @@ class WeightedPSSLDataset(paddle.io.Dataset):
                     self._reported.add(j)
                     logger.warning(f'skipped: {e}')
         raise PSSLError(f'{self.pssl_root}: no readable sample in the file list')
+
+    def __getitem__(self, idx):
+        if not self.hand_off_errors:
+            return self._get(idx)
+        # Paddle's DataLoader (2.6 and 3.3) lets an exception in the reader
+        # thread (num_workers=0) end that thread without waking the main one,
+        # which then waits forever; with workers it surfaces as a generic
+        # SystemError after three tracebacks. So during a run nothing is
+        # raised here: the error travels with the batch, in a stand-in sample
+        # of the right shape, and the trainer raises it in the main thread.
+        try:
+            data = self._get(idx)
+            error = ''
+        except Exception as e:  # noqa: BLE001  (re-raised by raise_sample_error)
+            data = self._stand_in(idx)
+            error = (f'{_PSSL}{e}' if isinstance(e, PSSLError) else
+                     f'{_OTHER}{traceback.format_exc()}')
+        data[SAMPLE_ERROR] = error
+        return data
+
+    def _stand_in(self, idx):
+        """A sample shaped as ``idx``'s would be (its image, else a blank one
+        of the last good image's or the label's size), ignored everywhere."""
+        image_path, label_path, _ = self.file_list[idx]
+        try:
+            image = read_image_bgr(image_path)
+        except PSSLError:
+            shape = self._last_shape
+            if shape is None:
+                try:
+                    shape = store.read_label(label_path)[0].shape
+                except PSSLError:
+                    shape = (64, 64)
+            image = np.zeros(tuple(shape) + (self.IMG_CHANNELS,), np.uint8)
+        label = np.full(image.shape[:2], self.IGNORE_INDEX, dtype=np.int64)
+        return self._sample(image, label, None)
+
+
+def raise_sample_error(batch):
+    """Raise the first error a batch carries from
+    :meth:`WeightedPSSLDataset.__getitem__` (a no-op for other batches):
+    PSSLError for bad input, RuntimeError with the worker's traceback else."""
+    errors = batch.get(SAMPLE_ERROR) if isinstance(batch, dict) else None
+    for error in errors or ():
+        if error.startswith(_PSSL):
+            raise PSSLError(error[len(_PSSL):])
+        if error:
+            raise RuntimeError(f'reading a training sample failed:\n{error[len(_OTHER):]}')

@@ -20,6 +20,7 @@ The image of ``train/<class>/<name>_eiseg.npz`` is ``<image_root>/train/<class>/
 id is the index of ``<class>`` in the synsets file.
 """
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -119,10 +120,22 @@ def write_synsets(path, names):
     atomic_write_text(path, ''.join(f'{n}\n' for n in names))
 
 
+def relpath_problem(rel):
+    """Why ``rel`` may not be a path inside a root (absolute, or with a ``..``
+    part that could leave it), or None when it is fine."""
+    parts = rel.replace('\\', '/').split('/')
+    if rel.startswith(('/', '\\')) or os.path.isabs(rel) or re.match(r'[A-Za-z]:', rel):
+        return f'absolute path {rel!r} (entries are relative to the store)'
+    if '..' in parts:
+        return f"path {rel!r} has a '..' part (entries stay inside the store)"
+    return None
+
+
 def list_labels(pssl_root, file_list=FILE_LIST):
     """The store's labels: ``(label_relpath, class_id, class_name)`` per line of
-    the file list, and the class names. A class folder missing from the
-    synsets stops with the list file and line named."""
+    the file list, and the class names. An entry that is absolute, has a
+    ``..`` part, does not end with ``_eiseg.npz`` or names a class folder
+    missing from the synsets stops with the list file and line named."""
     list_path = os.path.join(pssl_root, file_list)
     if not os.path.isfile(list_path):
         raise PSSLError(f'{list_path}: file list not found')
@@ -135,6 +148,13 @@ def list_labels(pssl_root, file_list=FILE_LIST):
             rel = line.strip()
             if not rel:
                 continue
+            problem = relpath_problem(rel)
+            if problem is None and not rel.endswith(LABEL_SUFFIX):
+                problem = f'{rel!r} does not end with {LABEL_SUFFIX}'
+            if problem is None and '/' not in rel.replace('\\', '/'):
+                problem = f'{rel!r} is not train/<class>/<file>{LABEL_SUFFIX}'
+            if problem is not None:
+                raise PSSLError(f'{list_path}:{lineno}: {problem}')
             name = class_name_of(rel)
             if name not in index:
                 raise PSSLError(f'{list_path}:{lineno}: class folder {name!r} is not in {synsets_path}')

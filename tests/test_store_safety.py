@@ -139,11 +139,18 @@ def test_shard_lock_refuses_a_live_run_and_takes_over_a_dead_one(made, tmp_path)
     _lock(out, dead.pid)
     proc = _generate(cfg)
     assert proc.returncode == 0 and 'taking over the lock' in proc.stdout + proc.stderr
-    _lock(out, 1, host='another-host')            # its pid cannot be checked from here
-    _refused(_generate(cfg), 'another-host')
-    proc = _generate(cfg, '--break_lock')
-    assert proc.returncode == 0, proc.stderr
     assert not os.listdir(out / 'locks')
+
+
+def test_another_hosts_lock_needs_break_lock(tmp_path):
+    from paddle_pssl.pseudo_labels.store_guard import ShardLock
+    _lock(tmp_path, 1, host='another-host')       # its pid cannot be checked from here
+    with pytest.raises(PSSLError, match='being written by pid 1 on another-host'):
+        with ShardLock(str(tmp_path), 'shard-0-of-1'):
+            pass
+    with ShardLock(str(tmp_path), 'shard-0-of-1', break_lock=True) as lock:
+        assert json.loads(open(lock.path).read())['pid'] == os.getpid()
+    assert not os.listdir(tmp_path / 'locks')
 
 
 def test_file_list_paths_cannot_escape(source, tmp_path):

@@ -176,6 +176,19 @@ def test_output_folder_that_cannot_be_made(source, tmp_path):
     _refused(_generate(cfg), 'cannot write')
 
 
+def test_read_only_store_folder(made):
+    _, out, cfg, _, _ = made
+    os.chmod(out, 0o555)
+    try:
+        if os.access(out, os.W_OK):
+            pytest.skip('this user (root) writes into a 0555 folder anyway')
+        before = _labels(out)
+        _refused(_generate(cfg), 'cannot write')
+        assert _labels(out) == before
+    finally:
+        os.chmod(out, 0o755)
+
+
 def test_disk_full_and_read_only_are_one_line_and_keep_labels(tmp_path, monkeypatch):
     """As root chmod does not stop writes: the OSErrors are raised by hand."""
     items = [SourceItem(f'/none/{i}.jpg', f'train/c/{i}.jpg', 0, 'c') for i in range(4)]

@@ -140,7 +140,7 @@ class LabelStoreWriter:
         return os.path.isfile(self.label_path(item))
 
     def _skip_key(self, item):
-        """(size, mtime_ns) of the image file, or None without one."""
+        """[size, mtime_ns] of the image file, or None without one."""
         try:
             st = os.stat(item.image_path)
         except OSError:
@@ -161,9 +161,6 @@ class LabelStoreWriter:
         """True when the image was skipped before and its file has not changed."""
         record = self._skips.get(item.rel)
         return record is not None and record.get('file') == self._skip_key(item)
-
-    def is_done(self, item):
-        return self.has_label(item) or self._skipped_before(item)
 
     def shard_items(self, shard):
         index, count = shard

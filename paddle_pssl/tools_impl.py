@@ -186,7 +186,7 @@ def generate_main(argv=None):
                    help='add labels to a store whose labels were made with other settings '
                         '(classifiers and their weights, explainers, consensus, seed, source); '
                         'without it such a run is refused; the store\'s fingerprint.json and '
-                        'manifest list every settings used')
+                        'manifest list every set of settings used')
     p.add_argument('--break_lock', action='store_true',
                    help='take over the shard\'s lock (<pssl_root>/locks/shard-i-of-N.lock) held '
                         'by a run on another host; a lock of this host whose process is gone is '

@@ -195,6 +195,15 @@ def generate_main(argv=None):
     p.add_argument('--finalize_only', action='store_true',
                    help='only rewrite train.txt and manifest.json from the labels on disk '
                         '(after shards ran on several machines)')
+    p.add_argument('--allow_mixed_settings', action='store_true',
+                   help='add labels to a store whose labels were made with other settings '
+                        '(classifiers and their weights, explainers, consensus, seed, source); '
+                        'without it such a run is refused; the store\'s fingerprint.json and '
+                        'manifest list every set of settings used')
+    p.add_argument('--break_lock', action='store_true',
+                   help='take over the shard\'s lock (<pssl_root>/locks/shard-i-of-N.lock) held '
+                        'by a run on another host; a lock of this host whose process is gone is '
+                        'taken over without it')
     args = p.parse_args(argv)
 
     from .config import validate
@@ -209,15 +218,15 @@ def generate_main(argv=None):
             raise PSSLError(f'--shard {args.shard!r}: expected i/N, e.g. 0/4')
         shard = (index, count)
     setup_runtime(args.device, raw.get('seed'))
-    generator = PseudoLabelGenerator(dic, args.cfg)
+    generator = PseudoLabelGenerator(dic, args.cfg, args.allow_mixed_settings, args.break_lock)
     if args.finalize_only:
         manifest = generator.finalize()
         print(f"{manifest['labels']} labels listed in {generator.root}/train.txt")
         return manifest
     counts = generator.run(shard=shard, progress=not args.no_progress, max_images=args.max_images)
     print(f"written {counts['written']}, already there {counts['existing']}, skipped "
-          f"{counts['skipped']}, converted {counts['converted']} in {counts['seconds']} s; "
-          f"labels in {generator.root}")
+          f"{counts['skipped']} (earlier runs: {counts['skipped_earlier']}), converted "
+          f"{counts['converted']} in {counts['seconds']} s; labels in {generator.root}")
     return counts
 
 

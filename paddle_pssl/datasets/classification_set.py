@@ -6,6 +6,9 @@ or ``<image_root>/<class>/*``; or a file list of ``<path relative to
 image_root> <class_id>`` lines plus a synsets file (one class name per line,
 line index = class id). Either way the image's folder is its class's name,
 which is what the label store's paths and upstream's reader rely on.
+A file-list path must stay inside image_root: absolute paths and ``..``
+parts are refused (the label store mirrors the path). An empty class folder
+keeps its class id and gets a warning line.
 """
 import os
 from dataclasses import dataclass
@@ -44,11 +47,11 @@ def list_source(image_root, file_list=None, synsets=None, key='source'):
     if file_list:
         if names is None:
             raise PSSLError(f'{file_list}: a file list needs {key}.synsets (class names by id)')
-        return _from_file_list(image_root, file_list, synsets, names), names
+        return _from_file_list(image_root, file_list, synsets, names, key), names
     return _from_folders(image_root, synsets, names)
 
 
-def _from_file_list(image_root, file_list, synsets, names):
+def _from_file_list(image_root, file_list, synsets, names, key='source'):
     items = []
     with open(file_list) as f:
         for lineno, line in enumerate(f, 1):
@@ -58,6 +61,10 @@ def _from_file_list(image_root, file_list, synsets, names):
             if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
                 raise PSSLError(f'{file_list}:{lineno}: expected "<path> <class_id>"')
             rel, class_id = parts[0].replace('\\', '/'), int(parts[1])
+            if rel.startswith('/') or os.path.isabs(rel) or '..' in rel.split('/') \
+                    or (len(rel) > 1 and rel[1] == ':'):
+                raise PSSLError(f'{file_list}:{lineno}: {rel} must be a path inside '
+                                f'{key}.image_root (no absolute path, no "..")')
             if not 0 <= class_id < len(names):
                 raise PSSLError(f'{file_list}:{lineno}: class id {class_id} is not in '
                                 f'{synsets} ({len(names)} classes)')
@@ -83,10 +90,15 @@ def _from_folders(image_root, synsets, names):
     for folder in folders:
         if folder not in index:
             raise PSSLError(f'{os.path.join(base, folder)}: class folder is not in {synsets}')
-        for file in sorted(os.listdir(os.path.join(base, folder))):
-            if file.lower().endswith(IMAGE_SUFFIXES):
-                rel = f'{prefix}{folder}/{file}'
-                items.append(SourceItem(os.path.join(image_root, rel), rel, index[folder], folder))
+        files = [f for f in sorted(os.listdir(os.path.join(base, folder)))
+                 if f.lower().endswith(IMAGE_SUFFIXES)]
+        if not files:
+            from paddleseg.utils import logger
+            logger.warning(f'{os.path.join(base, folder)}: class folder has no images '
+                           f'(it keeps its class id)')
+        for file in files:
+            rel = f'{prefix}{folder}/{file}'
+            items.append(SourceItem(os.path.join(image_root, rel), rel, index[folder], folder))
     if len(names) > store.BACKGROUND:
         raise PSSLError(f'{image_root}: {len(names)} classes; at most {store.BACKGROUND} fit PSSL')
     return items, names

@@ -10,7 +10,16 @@ explained again (so batches, and with per-image seeds the noise of SmoothGrad
 and LIME, are the same as in an uninterrupted run) and only missing files are
 written, each atomically. Shards take every N-th image; under
 ``paddle.distributed.launch`` each rank takes its own shard.
+
+The store records the settings that change labels (:meth:`PseudoLabelGenerator.label_settings`)
+and refuses a run with other ones (see :mod:`.store_guard`). Rule: a label
+depends on the image, its class id, the seed, the classifiers (with their
+weights' content), the explainers and the consensus (its ``pmm`` block only
+with ``postprocess: pmm``); ``output.*`` does not: seeds are per image, and
+batch sizes 1 and 4 gave bit-identical labels for CAM, SmoothGrad and LIME.
+The source is identified by image_root and a digest of its (path, class) list.
 """
+import hashlib
 import os
 
 import cv2
@@ -19,6 +28,7 @@ import numpy as np
 from . import consensus as cons
 from . import pmm as pmm_ops
 from . import store
+from .store_guard import file_sha256
 from .writer import Label, LabelStoreWriter, image_seed, shard_of, shard_tag
 from ..datasets.classification_set import list_source
 from ..config import PMM_NORMALIZE, validate
@@ -82,9 +92,10 @@ def _colour(saliency):
 class PseudoLabelGenerator:
     """Build once from a config dict, then ``run(shard=...)``."""
 
-    def __init__(self, cfg, config_path='<config>'):
+    def __init__(self, cfg, config_path='<config>', allow_mixed_settings=False, break_lock=False):
         self.cfg = validate('generator', cfg, config_path)
         self.config_path = config_path
+        self.allow_mixed_settings, self.break_lock = allow_mixed_settings, break_lock
         src = self.cfg['source']
         self.items, self.class_names = list_source(src['image_root'], src['file_list'], src['synsets'])
         if not self.items:
@@ -99,6 +110,63 @@ class PseudoLabelGenerator:
         self._classifiers = None
         self._ensembles = None
         self._on_maps = None
+        self._settings = None
+        # models load lazily (a complete store needs none): check names and weights now
+        self.label_settings()
+
+    def _classifier_settings(self):
+        """The classifier entries with defaults filled and the weights named by
+        content; an unknown name or a missing weights file stops here."""
+        from ..classifiers.default_cfgs import default_cfg, lite_key
+        out = []
+        for i, entry in enumerate(self.cfg['classifiers']):
+            key = f'{self.config_path}: classifiers.{i}'
+            name, weights = entry.get('name'), entry.get('weights')
+            lite = lite_key(name)
+            if lite is None:
+                from ..classifiers.registry import available_classifiers, paddleclas_architectures
+                try:
+                    known = name in paddleclas_architectures()
+                except ImportError:
+                    known = False
+                if not known:
+                    raise PSSLError(f'{key}.name {name!r} is not a classifier; EfficientNet-Lite: '
+                                    f'{available_classifiers()}, or a PaddleClas architecture')
+            if weights is None and lite is not None:
+                from ..classifiers.efficientnet_lite import efficientnet_lite_weights_path
+                try:
+                    weights = efficientnet_lite_weights_path(lite)
+                except (ImportError, FileNotFoundError) as e:
+                    raise PSSLError(f'{key}.name {name}: {e}'.splitlines()[0])
+            elif weights is not None and str(weights).lower() not in ('random', 'none', 'scratch'):
+                if not os.path.isfile(weights):
+                    raise PSSLError(f'{weights}: {key}.weights file not found')
+            else:
+                weights = None
+            out.append({'name': lite or name, 'label': entry.get('label') or name,
+                        'weights_sha256': file_sha256(weights) if weights else None,
+                        'num_classes': entry.get('num_classes') or 1000,
+                        'feature_layer_name': entry.get('feature_layer_name'),
+                        'input_size': default_cfg(name, entry.get('input_size')).input_size})
+        return out
+
+    def label_settings(self):
+        """Every setting that changes a label (the rule is in the module docstring)."""
+        if self._settings is None:
+            c = dict(self.cfg['consensus'])
+            if c['postprocess'] != 'pmm':
+                c.pop('pmm')
+            explainers = self.cfg['explainers']
+            if isinstance(explainers, (list, tuple)):
+                explainers = {name: {} for name in explainers}
+            listing = hashlib.sha256(''.join(f'{it.rel}\t{it.class_id}\t{it.class_name}\n'
+                                             for it in self.items).encode()).hexdigest()
+            self._settings = {
+                'seed': self.cfg['seed'], 'classifiers': self._classifier_settings(),
+                'explainers': explainers, 'consensus': c,
+                'source': {'image_root': os.path.realpath(self.cfg['source']['image_root']),
+                           'images_sha256': listing}}
+        return self._settings
 
     # -- model side -------------------------------------------------------
     def _ensure_models(self):
@@ -142,10 +210,12 @@ class PseudoLabelGenerator:
     def _store_writer(self):
         out = self.cfg['output']
         return LabelStoreWriter(self.root, self.items, self.class_names, int(out['batch_size']),
-                                out['on_bad_image'], desc='PSSL labels')
+                                out['on_bad_image'], desc='PSSL labels',
+                                settings=self.label_settings(),
+                                allow_mixed=self.allow_mixed_settings, break_lock=self.break_lock)
 
     def label_path(self, item):
-        return os.path.join(self.root, store.label_relpath(item.rel))
+        return self._store_writer().label_path(item)
 
     def shard_items(self, shard):
         index, count = shard

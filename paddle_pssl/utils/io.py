@@ -77,14 +77,42 @@ def read_image_bgr(path, min_size=1):
     return np.ascontiguousarray(image)
 
 
+def check_jpeg_complete(path):
+    """Raise PSSLError if ``path`` is a JPEG whose data stops early (a cut
+    download or copy). OpenCV decodes such a file with a grey lower part and
+    only a libjpeg warning on stderr; Pillow's decoder raises instead. It
+    decodes at 1/8 scale (all the entropy-coded data is still read, so the
+    check is complete and cheap). Other formats are left to OpenCV, which
+    refuses a truncated PNG."""
+    with open(path, 'rb') as f:
+        if f.read(3) != b'\xff\xd8\xff':
+            return
+    from PIL import Image, ImageFile
+    try:
+        image = Image.open(path)
+    except Exception:   # noqa: BLE001  (not Pillow-readable: OpenCV decides)
+        return
+    keep, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with image:
+            image.draft(image.mode, (max(image.width // 8, 1), max(image.height // 8, 1)))
+            image.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise PSSLError(f'{path}: truncated or damaged JPEG ({e})'.splitlines()[0])
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = keep
+
+
 def read_image_any(path, min_size=8):
     """Read an image and make it 3-channel uint8 BGR, saying what was converted.
 
     -> (image, note) with note in {'', 'grey', 'alpha', '16bit', ...}, joined
-    by '+'. Raises PSSLError (naming the file) for unreadable or tiny images.
+    by '+'. Raises PSSLError (naming the file) for unreadable, truncated
+    (:func:`check_jpeg_complete`) or tiny images.
     """
     if not os.path.isfile(path):
         raise PSSLError(f'{path}: image file not found')
+    check_jpeg_complete(path)
     image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise PSSLError(f'{path}: cannot decode image (corrupt or unsupported format)')

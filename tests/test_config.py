@@ -127,6 +127,7 @@ OLD_GENERATOR = {
                     {'name': 'efficientnet_lite2', 'input_size': 224}],
     'explainers': {'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}},
     'consensus': {'renormalize': 'none', 'threshold': 'mean', 'value': 1.0, 'weights': None,
+                  'method': 'mean', 'member_threshold': None, 'member_value': None,
                   'postprocess': 'none',
                   'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,
                           'crf': dataclasses.asdict(DenseCRFParams())}},

@@ -123,6 +123,10 @@ def rows(names):
              {'combine': 'staple', 'method': 'otsu', 'member_method': 'otsu'}),
             ('soft_staple posterior', every, {'combine': 'soft_staple', 'method': 'posterior'}),
             ('soft_staple, W otsu', every, {'combine': 'soft_staple', 'method': 'otsu'})]
+    no_lime = [j for j, n in enumerate(names) if not n.endswith('/lime')]
+    if len(no_lime) < len(every):   # the reference: the plain mean without LIME
+        out += [('mean x1.0, no lime', no_lime, {'method': 'mean', 'value': 1.0}),
+                ('mean otsu, no lime', no_lime, {'method': 'otsu'})]
     return out
 
 

@@ -156,3 +156,33 @@ def test_posterior_map_as_pmm_cam():
     cam = consensus_as_cam(posterior, 'threshold', 'posterior', 1.0)
     assert cam.min() == 0 and cam.max() == pytest.approx(1.0)
     assert ((cam > 0) == (posterior > 0.5)).all()
+
+
+@pytest.mark.parametrize('method', ['loo', 'staple'])
+def test_generator_writes_the_chosen_consensus(method, tmp_path, monkeypatch):
+    """The generator's consensus call: fixed maps in place of the explainers."""
+    import os
+    from conftest import write_photo_source
+    from paddle_pssl.pseudo_labels import store
+    from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
+    rng = np.random.default_rng(7)
+    source = write_photo_source(tmp_path / 'src', [(3, k, rng.integers(0, 255, (40, 48, 3), np.uint8))
+                                                   for k in range(2)])
+    truth = _disc(48, 12)[4:44]
+    good = cv2.GaussianBlur(truth.astype(np.float32), (0, 0), 2.0)
+    maps = {'a/cam': good, 'a/smoothgrad': np.clip(good + 0.05, 0, 1), 'b/lime': rng.random(good.shape)}
+    monkeypatch.setattr(PseudoLabelGenerator, 'explain',
+                        lambda self, images, class_ids, seeds: [dict(maps) for _ in images])
+    cfg = {'source': source, 'classifiers': [{'name': 'unused'}], 'explainers': ['cam'],
+           'consensus': {'method': method, 'threshold': 'posterior' if method == 'staple' else 'otsu'},
+           'output': {'pssl_root': str(tmp_path / 'out'), 'batch_size': 2}}
+    gen = PseudoLabelGenerator(cfg)
+    assert gen.run(progress=False)['written'] == 2
+    names = sorted(maps)
+    want = cons.make_pseudo_label([maps[n] for n in names], None, 'none', cfg['consensus']['threshold'],
+                                  1.0, method)
+    for rel in open(os.path.join(gen.root, store.FILE_LIST)).read().split():
+        mask, confidence = store.read_label(os.path.join(gen.root, rel))
+        np.testing.assert_array_equal(mask, want[1])
+        np.testing.assert_allclose(confidence, want[2], atol=1 / 255)
+        assert ((mask == truth).mean()) > 0.95

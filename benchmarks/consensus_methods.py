@@ -149,6 +149,21 @@ def main():
     for name, members, kw in rows(names):
         miou, fg, share = score(maps, gts, class_ids, members, **kw)
         print(f'| {name} | {miou:.3f} | {fg:.3f} | {share:.3f} |', flush=True)
+    # the same rule for everyone: does weighting beat the best member, rule for rule?
+    every = list(range(len(names)))
+    print('\nmIoU per rule (renormalize, cut); staple cuts each map by the rule, then W > 0.5')
+    print('| renormalize | cut | best member | mean | loo | staple |\n|---|---|---|---|---|---|')
+    for renorm in ('none', 'minmax'):
+        for method, value in (('mean', 1.0), ('mean', 1.5), ('otsu', 0.0)):
+            kw = {'renorm': renorm, 'method': method, 'value': value}
+            best = max((score(maps, gts, class_ids, [j], **kw)[0], names[j]) for j in every)
+            cells = [f'{score(maps, gts, class_ids, every, combine=c, **kw)[0]:.3f}' for c in ('mean', 'loo')]
+            staple = score(maps, gts, class_ids, every, combine='staple', renorm=renorm,
+                           method='posterior', member_method=method, member_value=value)[0]
+            cells.append(f'{staple:.3f}')
+            cut = f'{method} x{value:g}' if method == 'mean' else method
+            print(f'| {renorm} | {cut} | {best[0]:.3f} ({best[1]}) | '
+                  + ' | '.join(cells) + ' |', flush=True)
 
 
 if __name__ == '__main__':

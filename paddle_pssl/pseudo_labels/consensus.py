@@ -2,15 +2,27 @@
 
 Each map is an explainer's saliency for the image's own class, float in [0, 1]
 at image size (the explainers normalise; ``renormalize`` can redo it here).
-The consensus is their (weighted) mean; a threshold turns it into a binary
-mask (1 = object); the confidence of a pixel is the share of the individual
-maps that, thresholded the same way, agree with the consensus label there.
+``consensus.method`` combines them:
+  'mean'         their (weighted) mean;
+  'loo'          a mean weighted by each map's agreement with the others
+                 (:func:`.consensus_em.loo_weights`);
+  'staple'       the STAPLE-style EM posterior of each pixel being object, from
+                 the maps cut one by one by the member rule (``member_threshold``);
+  'soft_staple'  the same EM with the maps themselves as soft votes.
+A threshold rule, computed per image, turns the consensus into a binary mask
+(1 = object); 'posterior' cuts at 0.5 (for the EM methods: the more probable
+label). The confidence of a pixel is, for 'mean' and 'loo', the (weighted)
+share of the maps that, thresholded the same way, agree with the consensus
+label there; for the EM methods the posterior of the chosen label,
+max(W, 1 - W).
 """
 import numpy as np
 
+from . import consensus_em
 from ..utils.errors import PSSLError
 
-THRESHOLDS = ('fixed', 'mean', 'otsu', 'percentile')
+THRESHOLDS = ('fixed', 'mean', 'otsu', 'percentile', 'posterior')
+METHODS = ('mean', 'loo', 'staple', 'soft_staple')
 RENORMALIZE = ('none', 'max', 'minmax', 'rank')
 
 
@@ -40,7 +52,7 @@ def threshold_value(saliency, method='mean', value=0.5):
     """The cut for one map. 'fixed': ``value``; 'mean': ``value`` x the map's
     mean (upstream's consensus examples cut at a multiple of the mean);
     'otsu': Otsu's threshold (scikit-image); 'percentile': keep the top
-    ``value`` fraction of pixels."""
+    ``value`` fraction of pixels; 'posterior': 0.5."""
     saliency = np.asarray(saliency, dtype=np.float32)
     if method == 'fixed':
         return float(value)
@@ -53,6 +65,8 @@ def threshold_value(saliency, method='mean', value=0.5):
         return float(threshold_otsu(saliency))
     if method == 'percentile':
         return float(np.quantile(saliency, 1.0 - float(value)))
+    if method == 'posterior':
+        return 0.5
     raise PSSLError(f'unknown threshold {method!r}; choose one of {THRESHOLDS}')
 
 
@@ -78,9 +92,51 @@ def agreement_confidence(maps, mask, method='mean', value=0.5, renorm='none'):
     return (votes == mask[None]).mean(axis=0).astype(np.float32)
 
 
-def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.5):
-    """-> (consensus [H, W], mask uint8 [H, W], confidence float32 [H, W])."""
-    consensus = consensus_map(maps, weights, renorm)
-    mask = pseudo_mask(consensus, method, value)
-    confidence = agreement_confidence(maps, mask, method, value, renorm)
-    return consensus, mask, confidence
+def member_rule(method, value, member_method=None, member_value=None):
+    """The rule that cuts each map into STAPLE's binary votes: the given one,
+    else the mask rule, except that 'posterior' (which means nothing on a raw
+    map) becomes Otsu."""
+    if member_method is None:
+        member_method = 'otsu' if method == 'posterior' else method
+    return member_method, value if member_value is None else member_value
+
+
+def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.5,
+                      combine='mean', member_method=None, member_value=None):
+    """-> (consensus [H, W], mask uint8 [H, W], confidence float32 [H, W]).
+
+    ``combine`` is one of METHODS; ``member_method``/``member_value`` the
+    per-map cut for 'staple' (see :func:`member_rule`)."""
+    if combine == 'mean':
+        consensus = consensus_map(maps, weights, renorm)
+        mask = pseudo_mask(consensus, method, value)
+        confidence = agreement_confidence(maps, mask, method, value, renorm)
+        return consensus, mask, confidence
+    if not len(maps):
+        raise PSSLError('consensus of no maps')
+    stack = np.stack([renormalize(m, renorm) for m in maps]).astype(np.float32)
+    if combine == 'loo':
+        loo = consensus_em.loo_weights(stack)
+        if weights is not None:
+            loo = loo * np.asarray(weights, np.float64)
+        if not loo.sum() > 0:
+            loo = np.ones(len(stack))
+        loo = (loo / loo.sum()).astype(np.float32)
+        consensus = np.tensordot(loo, stack, axes=1).astype(np.float32)
+        mask = pseudo_mask(consensus, method, value)
+        votes = np.stack([pseudo_mask(m, method, value) for m in stack])
+        confidence = np.tensordot(loo, (votes == mask[None]).astype(np.float32), axes=1)
+        return consensus, mask, confidence.astype(np.float32)
+    if combine not in METHODS:
+        raise PSSLError(f'unknown consensus.method {combine!r}; choose one of {METHODS}')
+    if weights is not None:
+        raise PSSLError(f'consensus.weights applies to methods mean and loo, not {combine}')
+    if combine == 'staple':
+        rule = member_rule(method, value, member_method, member_value)
+        votes = np.stack([pseudo_mask(m, *rule) for m in stack])
+    else:
+        votes = np.clip(stack, 0.0, 1.0)
+    posterior = consensus_em.staple(votes)[0]
+    mask = pseudo_mask(posterior, method, value)
+    confidence = np.maximum(posterior, 1.0 - posterior).astype(np.float32)
+    return posterior, mask, confidence

@@ -252,7 +252,8 @@ class PseudoLabelGenerator:
             weights = None if c['weights'] is None else [c['weights'].get(n.split('/')[-1], 1.0)
                                                           for n in names]
             consensus, mask, confidence = cons.make_pseudo_label(
-                [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'])
+                [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'],
+                c['method'], c['member_threshold'], c['member_value'])
             if writer.has_label(item):
                 continue
             if c['postprocess'] == 'pmm':

@@ -103,7 +103,7 @@ def test_loader_matches_paddleseg_on_every_shipped_config():
 
 def test_opts_null_unsets_and_values_parse(tmp_path):
     path = _yml(tmp_path, 'g.yml', {'seed': 3, 'source': {'image_root': 'x', 'synsets': 's.txt'},
-                                    'consensus': {'weights': [1, 2]}})
+                                    'consensus': {'weights': {'lime': 0.5}}})
     dic = load_yaml(path, ['seed=null', 'source.synsets=~', 'consensus.weights=None',
                            'consensus.pmm.t=0.1', 'output.batch_size=4', 'output.pssl_root=a=b',
                            'consensus.pmm.smooth=false', 'absent.key=null'])

@@ -47,9 +47,15 @@ def _crf_block():
 
 
 def _consensus_weights(values):
+    weights = values['weights']
+    if weights is None:
+        return None
     # the EM methods estimate each map's weight themselves
-    if values['weights'] is not None and values['method'] not in ('mean', 'loo'):
+    if values['method'] not in ('mean', 'loo'):
         return 'weights', f"applies to consensus.method mean and loo, not {values['method']}"
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            return 'weights', f'the weight of {name!r} must be a number >= 0'
     return None
 
 
@@ -77,7 +83,7 @@ GENERATOR = Block({
         # (with threshold posterior: otsu)
         'member_threshold': Choice(None, _cons.THRESHOLDS),
         'member_value': Num(None, min=0),
-        'weights': Field(None, 'list', items='number', doc='per-classifier weights'),
+        'weights': Field(None, 'dict', doc='per explainer name, e.g. {cam: 1.0, lime: 0.5}; others weigh 1'),
         # 'pmm': the mask and confidence come from PMM's CoV smoothing +
         # proportional pseudo-mask (dense CRF) on the consensus map
         'postprocess': Choice('none', POSTPROCESS),

@@ -143,7 +143,7 @@ def test_member_rule_and_errors():
         cons.make_pseudo_label(maps, combine='vote')
     with pytest.raises(PSSLError, match="consensus.weights .*not soft_staple"):
         validate('generator', {'source': {'image_root': 'x'},
-                               'consensus': {'method': 'soft_staple', 'weights': [1]}}, 'g.yml')
+                               'consensus': {'method': 'soft_staple', 'weights': {'cam': 1}}}, 'g.yml')
     cfg = validate('generator', {'source': {'image_root': 'x'},
                                  'consensus': {'method': 'staple', 'threshold': 'posterior'}}, 'g.yml')
     assert cfg['consensus']['member_threshold'] is None
@@ -173,7 +173,7 @@ def test_generator_writes_the_chosen_consensus(method, tmp_path, monkeypatch):
     maps = {'a/cam': good, 'a/smoothgrad': np.clip(good + 0.05, 0, 1), 'b/lime': rng.random(good.shape)}
     monkeypatch.setattr(PseudoLabelGenerator, 'explain',
                         lambda self, images, class_ids, seeds: [dict(maps) for _ in images])
-    cfg = {'source': source, 'classifiers': [{'name': 'unused'}], 'explainers': ['cam'],
+    cfg = {'source': source, 'classifiers': [{'name': 'efficientnet_lite0'}], 'explainers': ['cam'],
            'consensus': {'method': method, 'threshold': 'posterior' if method == 'staple' else 'otsu'},
            'output': {'pssl_root': str(tmp_path / 'out'), 'batch_size': 2}}
     gen = PseudoLabelGenerator(cfg)

@@ -1,4 +1,4 @@
-"""Reliability-weighted consensus without ground truth (numpy only).
+"""Reliability-weighted consensus without ground truth.
 
 Notation: member j = 1..M gives vote d_ij in [0, 1] at pixel i (binary for
 STAPLE: the member's map cut by a threshold rule; the map itself for the soft

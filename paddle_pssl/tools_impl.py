@@ -218,6 +218,7 @@ def generate_main(argv=None):
                         'by a run on another host; a lock of this host whose process is gone is '
                         'taken over without it')
     args = p.parse_args(argv)
+    _check_counts(args, {'max_images': 1})
 
     from .config import validate
     from .pseudo_labels.generate import PseudoLabelGenerator

@@ -156,6 +156,8 @@ PROBES = [
     ('generator_nested_key', 'generate',
      lambda d, o: _gen_yml(d, 'gk', o, **{'consensus.treshold': 'mean'}),
      "unknown key 'consensus.treshold' (did you mean 'threshold'?)"),
+    ('max_images_0', 'generate', lambda d, o: _gen_yml(d, 'mi', o) + ['--max_images', '0'],
+     '--max_images 0: must be an integer >= 1'),
     # F4: a class listed twice in synsets would shift every later class id
     ('synsets_twice', 'generate', lambda d, o: _gen_yml(d, 'st', o, **{'source.synsets': d['synsets_twice']}),
      'class names listed twice'),

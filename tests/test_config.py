@@ -384,3 +384,13 @@ def test_upstream_pssl_config_trains_unchanged(tmp_path, toy_pssl):
     assert 'iter: 2/2' in result.stdout + result.stderr
     state = paddle.load(str(tmp_path / 'out' / 'iter_2' / 'model.pdparams'))
     assert f'backbone.{first}' in state and len(state) > 100
+
+
+def test_builder_errors_behind_kwargs_name_the_key_path():
+    from paddle_pssl.config.components import explain_build_error
+    dic = {'model': {'type': 'M', 'backbone': {'type': 'B', 'depht': 3}}}
+    wrapped = RuntimeError("Tried to create a M object, but the operation has failed.\nThe error "
+                           "message is: \nB.__init__() got an unexpected keyword argument 'depht'")
+    assert str(explain_build_error(wrapped, dic, 'c.yml')) == \
+        'c.yml: model.backbone.depht: unknown argument of B'
+    assert explain_build_error(RuntimeError('something else'), dic, 'c.yml') is None

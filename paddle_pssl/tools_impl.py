@@ -8,9 +8,9 @@ from .config import load_config, load_yaml
 from .utils.errors import PSSLError
 
 
-def _builder(cfg):
-    from paddleseg.cvlibs import SegBuilder
-    return SegBuilder(cfg)
+def _builder(cfg, path=None):
+    from .config.paddleseg import seg_builder
+    return seg_builder(cfg, path)
 
 
 def _check_model_path(path, flag):
@@ -18,6 +18,15 @@ def _check_model_path(path, flag):
         raise PSSLError(f'{flag} is required')
     if not os.path.isfile(path):
         raise PSSLError(f'{path}: {flag} file not found')
+
+
+def _check_counts(args, minimums):
+    """Refuse integer flags below their minimum (PaddleSeg's loop divides by
+    --save_interval and --log_iters, and asserts on --num_workers)."""
+    for name, low in minimums.items():
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise PSSLError(f'--{name} {value}: must be an integer >= {low}')
 
 
 def train_main(argv=None):
@@ -29,7 +38,8 @@ def train_main(argv=None):
     p.add_argument('--save_dir', default='./output')
     p.add_argument('--save_interval', type=int, default=1000)
     p.add_argument('--log_iters', type=int, default=10)
-    p.add_argument('--keep_checkpoint_max', type=int, default=5)
+    p.add_argument('--keep_checkpoint_max', type=int, default=5,
+                   help='newest checkpoints kept in save_dir (0: all)')
     p.add_argument('--resume_model', default=None,
                    help='checkpoint directory to resume, e.g. output/iter_1000')
     p.add_argument('--num_workers', type=int, default=0)
@@ -41,6 +51,8 @@ def train_main(argv=None):
     p.add_argument('--amp_level', default='O1', choices=['O1', 'O2'])
     p.add_argument('--profiler_options', default=None)
     args = p.parse_args(argv)
+    _check_counts(args, {'save_interval': 1, 'log_iters': 1, 'keep_checkpoint_max': 0,
+                         'num_workers': 0})
 
     from paddleseg.utils import utils
 
@@ -51,7 +63,7 @@ def train_main(argv=None):
     if args.resume_model is not None and not os.path.isdir(args.resume_model):
         raise PSSLError(f'{args.resume_model}: --resume_model directory not found')
     utils.set_cv2_num_threads(args.num_workers)
-    builder = _builder(cfg)
+    builder = _builder(cfg, args.cfg)
     utils.show_cfg_info(cfg)
     model = utils.convert_sync_batchnorm(builder.model, args.device)
     train_dataset = builder.train_dataset
@@ -94,13 +106,14 @@ def val_main(argv=None):
     p.add_argument('--stride', nargs=2, type=int, default=None)
     p.add_argument('--save_json', default=None, help='also write mIoU, Acc, class IoU, Kappa here')
     args = p.parse_args(argv)
+    _check_counts(args, {'num_workers': 0})
 
     from paddleseg.core import evaluate
     from paddleseg.utils import utils
     _check_model_path(args.model_path, '--model_path')
     cfg = load_config(args.cfg, opts=args.opts)
     setup_runtime(args.device)
-    builder = _builder(cfg)
+    builder = _builder(cfg, args.cfg)
     model = builder.model
     utils.load_entire_model(model, args.model_path)
     val_dataset = builder.val_dataset
@@ -143,7 +156,7 @@ def predict_main(argv=None):
         raise PSSLError(f'{args.image_path}: --image_path not found')
     cfg = load_config(args.cfg, opts=args.opts)
     setup_runtime(args.device)
-    builder = _builder(cfg)
+    builder = _builder(cfg, args.cfg)
     image_list, image_dir = get_image_list(args.image_path)
     if not image_list:
         raise PSSLError(f'{args.image_path}: no images found')
@@ -205,6 +218,7 @@ def generate_main(argv=None):
                         'by a run on another host; a lock of this host whose process is gone is '
                         'taken over without it')
     args = p.parse_args(argv)
+    _check_counts(args, {'max_images': 1})
 
     from .config import validate
     from .pseudo_labels.generate import PseudoLabelGenerator

@@ -267,3 +267,131 @@ def test_train_cli_refuses_iters_0():
                              '--iters', '0'], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == 'error: --iters 0: must be an integer >= 1'
+
+
+# ------------------------------------------------- components, by key path
+@pytest.mark.parametrize('changes, needle', [
+    ({'optimizer': {'type': 'Adamw'}}, "optimizer.type 'Adamw' is not an optimizer (did you mean 'AdamW'?)"),
+    ({'optimizer': {'type': 'SGD', 'momentum': 0.9, 'nesterov': True}},
+     "optimizer.nesterov: unknown argument of Momentum"),
+    ({'lr_scheduler': {'type': 'Poly', 'learning_rate': 0.1}}, "lr_scheduler.type 'Poly' is not a scheduler"),
+    ({'lr_scheduler': {'_inherited_': False, 'type': 'StepDecay', 'learning_rate': 0.1, 'stepsize': 10}},
+     "lr_scheduler.stepsize: unknown argument of StepDecay (did you mean 'step_size'?)"),
+    ({'model': {'backbone': {'pretraind': 'x'}}},
+     "model.backbone.pretraind: unknown argument of ResNet50_vd (did you mean 'pretrained'?)"),
+    ({'model': {'backbone_indice': [3]}},
+     "model.backbone_indice: unknown argument of DeepLabV3 (did you mean 'backbone_indices'?)"),
+])
+def test_component_types_and_arguments_are_checked_by_key_path(tmp_path, changes, needle):
+    path = _yml(tmp_path, 'c.yml', dict({'_base_': PRETRAIN}, **changes))
+    message = _one_line_error(load_config, path)
+    assert message.startswith(f'{path}: {needle}'), message
+
+
+def test_argument_check_accepts_every_shipped_paddleseg_config():
+    from paddle_pssl.config.components import accepted_arguments
+    from paddleseg.cvlibs import manager
+    # PaddleSeg's factory functions take what the class they call takes
+    assert 'pretrained' in accepted_arguments(manager.BACKBONES['ResNet50_vd'])
+    assert 'relative_lr' in accepted_arguments(manager.BACKBONES['STDC1'])
+    count = 0
+    for path in glob.glob(os.path.join(REPO, 'configs', '**', '*.yml'), recursive=True):
+        dic = load_yaml(path)
+        if isinstance(dic.get('model'), dict) and 'type' in dic['model'] and 'iters' in dic:
+            load_config(path)
+            count += 1
+    assert count >= 20
+
+
+def test_generator_checks_explainer_options_before_the_store(tmp_path):
+    from paddle_pssl.explainers import check_explainer_options
+    assert check_explainer_options({'cam': {}, 'gradcam': None, 'smoothgrad': {'n_samples': 8},
+                                    'lime': {'num_samples': 64, 'engine': 'inference'}}) is None
+    assert check_explainer_options(['cam', 'Grad_CAM']) is None
+    assert check_explainer_options({'intgrad': {'steps': 0}}) == \
+        'explainers.intgrad.steps 0: must be an integer >= 1'
+    assert check_explainer_options({'smoothgrad': {'n_samples': 2.5}}) == \
+        'explainers.smoothgrad.n_samples 2.5: must be an integer >= 1'
+    assert check_explainer_options({'cam': {'runner': None}}).startswith(
+        'explainers.cam.runner: unknown option of cam')
+    assert check_explainer_options({'lime': 5}) == 'explainers.lime 5: must be a mapping of options'
+
+
+# ------------------------------------------- upstream's configs/pssl, as is
+UPSTREAM_WEIGHT = [1.0] * 1000 + [0.1]   # upstream's loss weight: background 0.1
+
+
+def _upstream_pp_liteseg_stdc1(imagenet_root, pssl_root, pretrained, size):
+    """The keys and values of PaddleSeg's configs/pssl/pp_liteseg_stdc1_pssl.yml
+    (release 2.8); only the data roots, the backbone URL and the image size
+    (``size`` for upstream's 256) differ."""
+    return {
+        'batch_size': 12, 'iters': 133450,
+        'train_dataset': {
+            'type': 'PSSLDataset', 'imagenet_root': imagenet_root, 'pssl_root': pssl_root,
+            'transforms': [
+                {'type': 'ResizeByShort', 'short_size': size},
+                {'type': 'ResizeStepScaling', 'min_scale_factor': 0.5, 'max_scale_factor': 2.0,
+                 'scale_step_size': 0},
+                {'type': 'RandomPaddingCrop', 'crop_size': [size, size], 'label_padding_value': 1001},
+                {'type': 'RandomHorizontalFlip'},
+                {'type': 'RandomDistort', 'brightness_range': 0.2, 'contrast_range': 0.2,
+                 'saturation_range': 0.2},
+                {'type': 'Normalize'}],
+            'mode': 'train'},
+        'optimizer': {'type': 'SGD', 'momentum': 0.9, 'weight_decay': 5.0e-4},
+        'lr_scheduler': {'type': 'PolynomialDecay', 'learning_rate': 0.01, 'end_lr': 0, 'power': 0.9},
+        'model': {'type': 'PPLiteSeg',
+                  'backbone': {'type': 'STDC1', 'relative_lr': 0.1, 'pretrained': pretrained},
+                  'arm_out_chs': [32, 64, 128], 'seg_head_inter_chs': [32, 64, 64],
+                  'pretrained': None, 'num_classes': 1001},
+        'loss': {'types': [{'type': 'CrossEntropyLoss', 'weight': UPSTREAM_WEIGHT}], 'coef': [1, 1, 1]},
+    }
+
+
+def test_upstream_pssl_config_trains_unchanged(tmp_path, toy_pssl):
+    """Upstream's PSSLDataset, transforms, optimizer, scheduler, loss and a
+    ``pretrained:`` URL to a .tar.gz (served on 127.0.0.1) train 2 iterations."""
+    import contextlib
+    import functools
+    import http.server
+    import tarfile
+    import threading
+
+    import paddle
+    served = tmp_path / 'served'
+    (served / 'PP_STDCNet1').mkdir(parents=True)
+    first = 'features.0.conv.weight'   # one tensor is enough: missing keys stay random
+    paddle.save({first: paddle.full([16, 3, 3, 3], 0.01)}, str(served / 'PP_STDCNet1' / 'model.pdparams'))
+    with tarfile.open(served / 'PP_STDCNet1.tar.gz', 'w:gz') as tar:
+        tar.add(served / 'PP_STDCNet1', arcname='PP_STDCNet1')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(server.server_close)
+        url = f'http://127.0.0.1:{server.server_address[1]}/PP_STDCNet1.tar.gz'
+        cfg = _yml(tmp_path, 'pp_liteseg_stdc1_pssl.yml', _upstream_pp_liteseg_stdc1(
+            toy_pssl['imagenet_root'], toy_pssl['pssl_root'], url, 64))
+        env = dict(os.environ, PYTHONPATH=REPO, SEG_HOME=str(tmp_path / 'seg_home'))
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO, 'tools', 'train.py'), '-c', cfg, '--iters', '2',
+             '--batch_size', '2', '--save_dir', str(tmp_path / 'out'), '--log_iters', '1', '--seed', '0'],
+            capture_output=True, text=True, timeout=600, cwd=str(tmp_path), env=env)
+        server.shutdown()
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert os.path.isfile(tmp_path / 'seg_home' / 'pretrained_model' / 'PP_STDCNet1' / 'model.pdparams')
+    assert 'iter: 2/2' in result.stdout + result.stderr
+    state = paddle.load(str(tmp_path / 'out' / 'iter_2' / 'model.pdparams'))
+    assert f'backbone.{first}' in state and len(state) > 100
+
+
+def test_builder_errors_behind_kwargs_name_the_key_path():
+    from paddle_pssl.config.components import explain_build_error
+    dic = {'model': {'type': 'M', 'backbone': {'type': 'B', 'depht': 3}}}
+    wrapped = RuntimeError("Tried to create a M object, but the operation has failed.\nThe error "
+                           "message is: \nB.__init__() got an unexpected keyword argument 'depht'")
+    assert str(explain_build_error(wrapped, dic, 'c.yml')) == \
+        'c.yml: model.backbone.depht: unknown argument of B'
+    assert explain_build_error(RuntimeError('something else'), dic, 'c.yml') is None

@@ -10,7 +10,9 @@
   (generator, classifier, mm_tuning, benchmark): defaults, types, ranges and
   choices; :func:`validate` returns a plain nested dict.
 - :mod:`.paddleseg`: PaddleSeg-schema configs keep PaddleSeg's ``Config``
-  (:func:`load_config`), read through the loader and checked in one line.
+  (:func:`load_config`), read through the loader and checked in one line;
+  :mod:`.components` checks its ``type:`` mappings (optimizer and
+  lr_scheduler included) and their keys by name before anything is built.
 
 Schemas are declared with a small field-spec helper on standard-library
 dataclasses (:mod:`.spec`) rather than pydantic: the configs are plain nested

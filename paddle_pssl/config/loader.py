@@ -29,7 +29,8 @@ UNSET = _Unset()
 
 def suggest(name, candidates):
     """`` (did you mean 'x'?)`` for the closest candidate, or ''."""
-    close = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
+    same = [str(c) for c in candidates if str(c).lower() == str(name).lower()]
+    close = same or difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1)
     return f" (did you mean '{close[0]}'?)" if close else ''
 
 

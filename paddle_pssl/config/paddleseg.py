@@ -6,11 +6,12 @@ line naming the file and the key."""
 import os
 import re
 
-from paddleseg.cvlibs import Config, manager
+from paddleseg.cvlibs import Config
 from paddleseg.cvlibs.config import update_config_dict
 
 from ..utils.errors import PSSLError, one_line
 from ..utils.fetch import note_url_key
+from .components import check_components, explain_build_error
 from .loader import apply_opts, load_yaml, suggest
 from .schemas import validate
 from .spec import Int, build
@@ -23,10 +24,6 @@ KNOWN_TOP_LEVEL_KEYS = (
 # Top-level keys whose type and range PaddleSeg leaves unchecked.
 TOP_LEVEL_FIELDS = {'iters': Int(min=1), 'batch_size': Int(min=1), 'seed': Int()}
 
-_COMPONENT_MANAGERS = (manager.MODELS, manager.BACKBONES, manager.DATASETS,
-                       manager.TRANSFORMS, manager.LOSSES, manager.OPTIMIZERS)
-# Types that PaddleSeg resolves outside the component managers.
-_NON_COMPONENT_TYPE_KEYS = ('lr_scheduler', 'optimizer')
 
 
 class _Config(Config):
@@ -43,13 +40,6 @@ class _Config(Config):
                                  iters=iters)
         # PaddleSeg's rule: --opts may add a key, not a whole missing section.
         return apply_opts(dic, opts, create=False)
-
-
-def _all_components():
-    names = set()
-    for m in _COMPONENT_MANAGERS:
-        names.update(m.components_dict.keys())
-    return names
 
 
 def _walk_types(node, key_path, found):
@@ -76,24 +66,17 @@ def _walk_urls(node, key_path, found):
 
 def check_config_dict(dic, path):
     """Raise PSSLError for unknown top-level keys, unregistered ``type:``
-    values and URLs other than ``...pretrained`` ones (those are fetched when
-    the model is built, see :mod:`paddle_pssl.utils.fetch`)."""
+    values (optimizer and lr_scheduler included), keys their classes do not
+    take (:mod:`.components`) and URLs other than ``...pretrained`` ones
+    (those are fetched when the model is built, see
+    :mod:`paddle_pssl.utils.fetch`)."""
     for key in dic:
         if key not in KNOWN_TOP_LEVEL_KEYS:
             raise PSSLError(f'{path}: unknown top-level key {key!r}'
                             f'{suggest(key, KNOWN_TOP_LEVEL_KEYS)}')
-    components = _all_components()
     found = []
     _walk_types(dic, '', found)
-    for key_path, type_name in found:
-        top = key_path.split('.')[0].split('[')[0]
-        if top in _NON_COMPONENT_TYPE_KEYS and '.' not in key_path:
-            continue
-        if top == 'optimizer' and key_path.startswith('optimizer.grad_clip_cfg'):
-            continue
-        if type_name not in components:
-            raise PSSLError(f'{path}: {key_path}.type {type_name!r} is not a registered '
-                            f'component{suggest(type_name, components)}')
+    check_components(dic, found, path)
     urls = []
     _walk_urls(dic, '', urls)
     for key_path, url in urls:
@@ -147,3 +130,22 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
         validate('mm_tuning', cfg.dic['mm_tuning'], path, 'mm_tuning')
     check_config_dict(cfg.dic, path)
     return cfg
+
+
+def seg_builder(cfg, path=None):
+    """PaddleSeg's ``SegBuilder`` for ``cfg`` whose "unexpected keyword
+    argument" errors (from classes the checks above could not read, behind
+    ``**kwargs``) become one line naming the key path."""
+    from paddleseg.cvlibs import SegBuilder
+
+    class _Builder(SegBuilder):
+        def build_component(self, component_cfg):
+            try:
+                return super().build_component(component_cfg)
+            except RuntimeError as e:
+                better = explain_build_error(e, cfg.dic, path or '<config>')
+                if better is None:
+                    raise
+                raise better from None
+
+    return _Builder(cfg)

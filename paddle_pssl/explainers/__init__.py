@@ -83,7 +83,47 @@ def build_explainer(name, classifier, _common=None, **options):
     return cls(classifier, **merged)
 
 
-__all__ = ["build_explainer", "EXPLAINERS", "ExplainerEnsemble", "explain_many",
+# Options that count something (samples, steps, pixels): whole numbers >= 1.
+_COUNT_OPTIONS = ("n_samples", "num_samples", "batch_size", "steps", "window", "stride",
+                  "perturbations_per_eval")
+# Options a config may not set: the generator supplies them.
+_INTERNAL_OPTIONS = ("runner",)
+
+
+def check_explainer_options(explainers, key="explainers"):
+    """Why the ``explainers`` setting of a config (a mapping name: options, or
+    a list of names) cannot be built, as one line ``<key.path> ...``, or None.
+    Checked by name against each explainer's signature, before any model loads."""
+    import difflib
+
+    def _close(name, known):
+        close = difflib.get_close_matches(str(name), sorted(known), n=1)
+        return f" (did you mean '{close[0]}'?)" if close else ""
+
+    if not isinstance(explainers, dict):
+        explainers = {name: {} for name in explainers}
+    for name, options in explainers.items():
+        where = f"{key}.{name}"
+        known = EXPLAINERS.keys() | _ALIASES.keys()
+        if not isinstance(name, str) or name.lower() not in known:
+            return f"{where}: unknown explainer{_close(name, EXPLAINERS)}; known: {', '.join(EXPLAINERS)}"
+        if options is None:
+            continue
+        if not isinstance(options, dict):
+            return f"{where} {options!r}: must be a mapping of options"
+        accepted = (_accepted(EXPLAINERS[_ALIASES.get(name.lower(), name.lower())]) | {"engine"}) \
+            - set(_INTERNAL_OPTIONS)
+        for option, value in options.items():
+            if option not in accepted:
+                return (f"{where}.{option}: unknown option of {name}{_close(option, accepted)}; "
+                        f"it accepts {', '.join(sorted(accepted))}")
+            if option in _COUNT_OPTIONS and value is not None and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                return f"{where}.{option} {value!r}: must be an integer >= 1"
+    return None
+
+
+__all__ = ["build_explainer", "check_explainer_options", "EXPLAINERS", "ExplainerEnsemble", "explain_many",
            "Explainer", "CAMExplainer", "GradCAMExplainer", "SmoothGradExplainer",
            "IntegratedGradientsExplainer", "LIMEExplainer", "OcclusionExplainer", "ScoreCAMExplainer",
            "normalize_maps", "NORMALIZERS", "ModelRunner", "FeaturePass"]

@@ -94,6 +94,10 @@ class PseudoLabelGenerator:
 
     def __init__(self, cfg, config_path='<config>', allow_mixed_settings=False, break_lock=False):
         self.cfg = validate('generator', cfg, config_path)
+        from ..explainers import check_explainer_options
+        problem = check_explainer_options(self.cfg['explainers'])   # before the store is touched
+        if problem:
+            raise PSSLError(f'{config_path}: {problem}')
         self.config_path = config_path
         self.allow_mixed_settings, self.break_lock = allow_mixed_settings, break_lock
         src = self.cfg['source']

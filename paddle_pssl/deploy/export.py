@@ -30,8 +30,8 @@ class _WithOutputOp(paddle.nn.Layer):
 def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'):
     """Write ``model.pdmodel`` (``model.json`` on Paddle 3), ``model.pdiparams``
     and ``deploy.yaml`` to save_dir."""
-    from paddleseg.cvlibs import SegBuilder
-    builder = SegBuilder(cfg)
+    from ..config.paddleseg import seg_builder
+    builder = seg_builder(cfg)
     model = builder.model
     utils.load_entire_model(model, model_path)
     model.eval()

@@ -57,9 +57,10 @@ def eval_transforms(cfg):
     """Deterministic input transforms of a PaddleSeg config: val_dataset's,
     else the ``Normalize`` entries of train_dataset (random crops, flips and
     scalings of training must not touch the image being relabelled)."""
-    from paddleseg.cvlibs import SegBuilder
     from paddleseg.transforms import Normalize
-    builder = SegBuilder(cfg)
+
+    from ..config.paddleseg import seg_builder
+    builder = seg_builder(cfg)
     if cfg.val_dataset_cfg:
         return builder.val_transforms
     entries = [t for t in cfg.train_dataset_cfg.get('transforms', []) if t.get('type') == 'Normalize']
@@ -91,8 +92,8 @@ def load_model(config_path, model_path, opts=None):
     if not os.path.isfile(model_path or ''):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)
-    from paddleseg.cvlibs import SegBuilder
-    model = SegBuilder(cfg).model
+    from ..config.paddleseg import seg_builder
+    model = seg_builder(cfg, config_path).model
     utils.load_entire_model(model, model_path)
     model.eval()
     return model, eval_transforms(cfg), loss_class_weights(cfg)

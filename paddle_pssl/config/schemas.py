@@ -61,6 +61,10 @@ GENERATOR = Block({
                              {'name': 'efficientnet_lite2', 'input_size': 224}], min_len=1),
     'explainers': Free({'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}}, check=_explainers,
                        doc='per-explainer settings, replaced whole when given'),
+    # forward-only passes (LIME's copies, Score-CAM, occlusion): Paddle Inference
+    # (oneDNN on CPU), or dygraph; gradients are dygraph either way
+    'explainers_engine': Choice('inference', ('inference', 'dygraph'),
+                                doc='engine of the forward-only explainer passes'),
     'consensus': Block({
         'renormalize': Choice('none', _cons.RENORMALIZE),
         'threshold': Choice('mean', _cons.THRESHOLDS),

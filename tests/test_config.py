@@ -126,6 +126,7 @@ OLD_GENERATOR = {
     'classifiers': [{'name': 'efficientnet_lite0'}, {'name': 'efficientnet_lite1', 'input_size': 224},
                     {'name': 'efficientnet_lite2', 'input_size': 224}],
     'explainers': {'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}},
+    'explainers_engine': 'inference',   # new in issue 13 (the fast engine by default)
     'consensus': {'renormalize': 'none', 'threshold': 'mean', 'value': 1.0, 'weights': None,
                   'postprocess': 'none',
                   'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,

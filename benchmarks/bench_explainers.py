@@ -10,6 +10,7 @@ Measured in one run, same classifier, same images, same settings:
             InterpretDL has no CAM, so CAM runs ours per image)
 Prints images/second, the ratio, the largest absolute difference between the
 two sets of [0, 1] maps per explainer, and projected hours for 1.28 M images.
+The whole label generator against its floor: benchmarks/bench_generator.py.
 
     timeout 3600 /work/venv/bin/python benchmarks/bench_explainers.py --num-images 4
 """

@@ -126,6 +126,7 @@ OLD_GENERATOR = {
     'classifiers': [{'name': 'efficientnet_lite0'}, {'name': 'efficientnet_lite1', 'input_size': 224},
                     {'name': 'efficientnet_lite2', 'input_size': 224}],
     'explainers': {'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}},
+    'explainers_engine': 'inference',   # new in issue 13 (the fast engine by default)
     'consensus': {'method': 'mean', 'renormalize': 'none', 'threshold': 'mean', 'value': 1.0,
                   'member_threshold': None, 'member_value': None, 'weights': None,
                   'postprocess': 'none',

@@ -74,6 +74,10 @@ GENERATOR = Block({
                              {'name': 'efficientnet_lite2', 'input_size': 224}], min_len=1),
     'explainers': Free({'cam': {}, 'gradcam': {}, 'smoothgrad': {}, 'lime': {}}, check=_explainers,
                        doc='per-explainer settings, replaced whole when given'),
+    # forward-only passes (LIME's copies, Score-CAM, occlusion): Paddle Inference
+    # (oneDNN on CPU), or dygraph; gradients are dygraph either way
+    'explainers_engine': Choice('inference', ('inference', 'dygraph'),
+                                doc='engine of the forward-only explainer passes'),
     'consensus': Block({
         'method': Choice('mean', _cons.METHODS, doc='mean, loo, staple or soft_staple (consensus.py)'),
         'renormalize': Choice('none', _cons.RENORMALIZE),

@@ -8,6 +8,11 @@ forwards per image), so they are here for comparison, not for ImageNet scale.
   Cost: one forward per window position and image.
 * scorecam: ``ScoreCAMInterpreter``; one forward per feature channel.
 
+With the runner's ``'inference'`` engine, the interpreters' forward-only
+passes (the occluded / masked copies) go through Paddle Inference: their
+``predict_fn`` is replaced by one that calls the runner (InterpretDL keeps a
+preset ``predict_fn``); Score-CAM's one feature-map pass stays in dygraph.
+
 Normalisation (default ``'relu_max'``): negative part to 0, divided by the max.
 """
 import numpy as np
@@ -34,7 +39,14 @@ class OcclusionExplainer(Explainer):
         self.perturbations_per_eval = int(perturbations_per_eval)
         self._interpreter = OcclusionInterpreter(classifier.model, device=paddle.get_device())
 
+    def _predict(self, data, label):
+        # InterpretDL's Input-Output predict_fn contract: (probabilities, labels, anything)
+        probs = self.runner.probabilities(np.asarray(data, np.float32))
+        return probs, (probs.argmax(1) if label is None else label), None
+
     def raw(self, images, targets, shared=None, seeds=None):
+        if self.runner.engine == "inference":
+            self._interpreter.predict_fn = self._predict
         channels = images.shape[1]
         attributions = self._interpreter.interpret(
             images, sliding_window_shapes=(channels, self.window, self.window), labels=list(map(int, targets)),
@@ -56,7 +68,22 @@ class ScoreCAMExplainer(Explainer):
 
         self._interpreter = ScoreCAMInterpreter(classifier.model, device=paddle.get_device())
 
+    def _predict(self, data):
+        # InterpretDL's intermediate-layer contract: ([feature maps], probabilities, predictions);
+        # the first call of an interpret() wants the feature maps, the later ones the probabilities
+        data = np.asarray(data, np.float32)
+        if self._want_features:
+            self._want_features = False
+            shared = self.runner.feature_pass(data)
+            probs = shared.probabilities
+            return [shared.features.numpy()], probs, probs.argmax(1)
+        probs = self.runner.probabilities(data)
+        return None, probs, probs.argmax(1)
+
     def raw(self, images, targets, shared=None, seeds=None):
+        if self.runner.engine == "inference":
+            self._interpreter.predict_fn = self._predict
+            self._want_features = True
         maps = self._interpreter.interpret(images, self.classifier.feature_layer_name, labels=list(map(int, targets)),
                                            visual=False)
         return np.asarray(maps, np.float32)

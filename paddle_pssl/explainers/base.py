@@ -1,4 +1,4 @@
-"""The shared model runner and the map normalisations.
+"""The shared model runner (dygraph or Paddle Inference) and the explainer base class.
 
 Every explainer is built once from a :class:`~paddle_pssl.classifiers.Classifier`
 (the project's one description of a classifier: model, feature layer, fc layer,
@@ -8,6 +8,7 @@ mean/std in 0..1 units) and called on a whole batch::
 
 ``images`` is a float32 NCHW batch with the classifier's own normalisation
 already applied, ``target_classes`` the dataset's class ids (not predictions).
+The map normalisations are in :mod:`.maps` (re-exported here).
 """
 import contextlib
 import io
@@ -23,6 +24,8 @@ import paddle.nn.functional as F
 
 from ..classifiers.capture import features_and_logits
 from ..classifiers.registry import Classifier
+from .maps import (NORMALIZERS, abs_max, minmax, normalize_maps, percentile_clip, reduce_channels,  # noqa: F401
+                   relu_max, upsample)
 
 
 def import_interpretdl():
@@ -54,88 +57,6 @@ def as_batch(images, targets):
     if len(targets) and targets.min() < 0:
         raise ValueError(f"target classes must be class ids >= 0, got {targets.min()}")
     return images, targets
-
-
-# ----------------------------------------------------------------------------
-# map normalisations: raw [N, H, W] -> [N, H, W] float32 in [0, 1]
-# ----------------------------------------------------------------------------
-def _divide_per_map(maps, denom):
-    denom = denom.reshape(-1, 1, 1)
-    safe = np.where(denom > 0, denom, 1.0)
-    # a map with nothing positive becomes all zeros, not NaN
-    return np.where(denom > 0, maps / safe, 0.0)
-
-
-def relu_max(maps):
-    """Negative part set to 0, then divided by the map's max (CAM-family, LIME)."""
-    maps = np.maximum(maps, 0)
-    return _divide_per_map(maps, maps.reshape(len(maps), -1).max(1))
-
-
-def abs_max(maps):
-    """Absolute value divided by its max (keeps negative evidence as saliency)."""
-    maps = np.abs(maps)
-    return _divide_per_map(maps, maps.reshape(len(maps), -1).max(1))
-
-
-def minmax(maps):
-    """(x - min) / (max - min) per map."""
-    flat = maps.reshape(len(maps), -1)
-    low = flat.min(1).reshape(-1, 1, 1)
-    return _divide_per_map(maps - low, flat.max(1) - flat.min(1))
-
-
-def percentile_clip(maps, percentile=99.0):
-    """Divide by the map's `percentile`-th value and clip at 1 (SmoothGrad paper's
-    visualisation: a few extreme gradients must not flatten the rest)."""
-    maps = np.maximum(maps, 0)
-    flat = maps.reshape(len(maps), -1)
-    top = np.percentile(flat, percentile, axis=1)
-    top = np.where(top > 0, top, flat.max(1))  # sparse maps: fall back to the max
-    return np.clip(_divide_per_map(maps, top), 0.0, 1.0)
-
-
-NORMALIZERS = {
-    "relu_max": relu_max,
-    "abs_max": abs_max,
-    "minmax": minmax,
-    "percentile": percentile_clip,
-}
-
-
-def normalize_maps(maps, method, percentile=99.0):
-    """Apply a named normalisation; ``None`` returns the raw maps unchanged."""
-    if method is None:
-        return maps.astype(np.float32)
-    if method not in NORMALIZERS:
-        raise ValueError(f"unknown normalize={method!r}; choose one of {sorted(NORMALIZERS)} or None")
-    if method == "percentile":
-        out = percentile_clip(maps, percentile)
-    else:
-        out = NORMALIZERS[method](maps)
-    return out.astype(np.float32)
-
-
-def reduce_channels(gradients, how="abs_sum"):
-    """[N, C, H, W] input attributions -> [N, H, W]."""
-    if how == "abs_sum":  # InterpretDL's own visualisation of SmoothGrad / IntGrad
-        return np.abs(gradients).sum(1)
-    if how == "abs_max":
-        return np.abs(gradients).max(1)
-    if how == "square_sum":
-        return np.square(gradients).sum(1)
-    raise ValueError(f"unknown channel_reduce={how!r}; choose abs_sum, abs_max or square_sum")
-
-
-def upsample(maps, size):
-    """[N, h, w] -> [N, H, W], bilinear, half-pixel centres (cv2/PyTorch convention)."""
-    maps = np.asarray(maps, np.float32)
-    if tuple(maps.shape[1:]) == tuple(size):
-        return maps
-    with paddle.no_grad():
-        out = F.interpolate(paddle.to_tensor(maps[:, None]), size=list(size), mode="bilinear",
-                            align_corners=False)
-    return out.numpy()[:, 0]
 
 
 # ----------------------------------------------------------------------------
@@ -191,13 +112,14 @@ class FeaturePass:
 
 
 class InferenceForward:
-    """Forward-only passes through Paddle Inference.
+    """Forward-only passes through Paddle Inference (oneDNN on CPU, the GPU
+    predictor on GPU).
 
     Paddle 2.6's dygraph mode runs convolutions with its generic CPU kernels
     (``FLAGS_use_mkldnn`` has no effect there); Paddle Inference with oneDNN
-    ran ResNet-18 at 224x224 about 7x faster on this project's CPU, logits
-    within ~1e-5 relative. Used for LIME's perturbed copies (no gradients
-    needed; Paddle 2.6's static executor and predictor could not run the
+    ran EfficientNet-Lite0 at 224x224 about 6x faster on this project's CPU
+    (about 10x on Paddle 3.3), logits within ~1e-5 relative. Gradients stay in
+    dygraph (Paddle 2.6's static executor and predictor could not run the
     gradient program: segfaults in batch_norm_grad). The model is exported
     once per input size, from a deep copy (``to_static`` would otherwise
     convert the caller's layer in place), to a temporary directory; the
@@ -247,6 +169,9 @@ class InferenceForward:
         return self._output.copy_to_cpu()
 
 
+ENGINES = ("dygraph", "inference")
+
+
 def softmax(logits):
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -256,16 +181,18 @@ def softmax(logits):
 class ModelRunner:
     """Runs the classifier for the explainers (device = paddle's current one).
 
-    engine: ``'dygraph'`` (default) runs every pass on the Layer itself;
-    ``'inference'`` sends the forward-only passes (LIME's copies) through
-    :class:`InferenceForward` (oneDNN on CPU), gradients stay in dygraph.
+    engine: ``'dygraph'`` runs every pass on the Layer itself; ``'inference'``
+    sends the forward-only passes (LIME's copies, Score-CAM's and occlusion's
+    masked copies) through :class:`InferenceForward`, gradients stay in
+    dygraph. When Paddle Inference cannot be built for the model, the runner
+    prints one warning line and falls back to dygraph for good.
     cpu_threads: math threads of the inference engine (default: the
     environment's OMP_NUM_THREADS, else 1, as dygraph's kernels use).
     """
 
     def __init__(self, classifier: Classifier, engine="dygraph", cpu_threads=None):
-        if engine not in ("dygraph", "inference"):
-            raise ValueError(f"engine must be 'dygraph' or 'inference', got {engine!r}")
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.classifier = classifier
         self.engine = engine
         self.cpu_threads = cpu_threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
@@ -295,14 +222,40 @@ class ModelRunner:
             features, logits = features_and_logits(clf.model, clf.feature_layer, images, leaf=True)
         return FeaturePass(features, logits)
 
-    def probabilities(self, images):
-        """Softmax of the logits, no graph. [N, K] numpy."""
-        self._ensure_eval()
-        if self.engine == "inference":
-            shape = tuple(images.shape[1:])
-            if shape not in self._inference:
+    def forward_engine(self, shape):
+        """The :class:`InferenceForward` for inputs of ``shape`` (C, H, W), or
+        None when the engine is (or fell back to) dygraph."""
+        if self.engine != "inference":
+            return None
+        shape = tuple(int(v) for v in shape)
+        if shape not in self._inference:
+            try:
                 self._inference[shape] = InferenceForward(self.classifier.model, shape, self.cpu_threads)
-            return softmax(self._inference[shape].logits(images))
+            except Exception as e:  # noqa: BLE001  any failure of export or predictor: dygraph still works
+                from ..deploy.paddle_compat import warn_once
+
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                warn_once(f"{self.classifier.name}: Paddle Inference unavailable ({type(e).__name__}: {reason}); "
+                          f"explainers run in dygraph")
+                self.engine = "dygraph"
+                return None
+        return self._inference[shape]
+
+    def logits(self, images):
+        """Logits of a batch, no graph, through the runner's engine. [N, K] numpy."""
+        self._ensure_eval()
+        fast = self.forward_engine(images.shape[1:])
+        if fast is not None:
+            return fast.logits(images)
+        with paddle.no_grad():
+            return self.classifier.model(paddle.to_tensor(images)).numpy()
+
+    def probabilities(self, images):
+        """Softmax of the logits, no graph, through the runner's engine. [N, K] numpy."""
+        self._ensure_eval()
+        fast = self.forward_engine(images.shape[1:])
+        if fast is not None:
+            return softmax(fast.logits(images))
         with paddle.no_grad():
             logits = self.classifier.model(paddle.to_tensor(images))
             return F.softmax(logits, axis=1).numpy()

@@ -24,7 +24,8 @@ class ExplainerEnsemble:
     :func:`build_explainer`); ``**common`` options go to every explainer that
     accepts them (e.g. ``seed``).
     engine: ``'dygraph'`` or ``'inference'`` (forward-only passes through
-    Paddle Inference, see :class:`~paddle_pssl.explainers.base.ModelRunner`);
+    Paddle Inference, see :class:`~paddle_pssl.explainers.base.ModelRunner`;
+    the label generator's default, its ``explainers_engine`` key);
     an explainer's own ``engine`` option overrides it for that explainer.
     """
 

@@ -194,7 +194,8 @@ class PseudoLabelGenerator:
                                f'using its other explainers')
             if not own:
                 raise PSSLError(f'{label}: none of the configured explainers applies')
-            self._ensembles.append(ExplainerEnsemble(classifier, own, seed=self.cfg['seed']))
+            self._ensembles.append(ExplainerEnsemble(classifier, own, engine=self.cfg['explainers_engine'],
+                                                     seed=self.cfg['seed']))
 
     def explain(self, images_rgb, class_ids, seeds):
         """{'<classifier>/<explainer>': [maps at each image's size]} for a batch."""

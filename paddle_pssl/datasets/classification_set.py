@@ -61,10 +61,9 @@ def _from_file_list(image_root, file_list, synsets, names, key='source'):
             if len(parts) != 2 or not parts[1].lstrip('-').isdigit():
                 raise PSSLError(f'{file_list}:{lineno}: expected "<path> <class_id>"')
             rel, class_id = parts[0].replace('\\', '/'), int(parts[1])
-            if rel.startswith('/') or os.path.isabs(rel) or '..' in rel.split('/') \
-                    or (len(rel) > 1 and rel[1] == ':'):
-                raise PSSLError(f'{file_list}:{lineno}: {rel} must be a path inside '
-                                f'{key}.image_root (no absolute path, no "..")')
+            problem = store.relpath_problem(rel, f'{key}.image_root')
+            if problem:
+                raise PSSLError(f'{file_list}:{lineno}: {problem}')
             if not 0 <= class_id < len(names):
                 raise PSSLError(f'{file_list}:{lineno}: class id {class_id} is not in '
                                 f'{synsets} ({len(names)} classes)')

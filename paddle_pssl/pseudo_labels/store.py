@@ -120,14 +120,15 @@ def write_synsets(path, names):
     atomic_write_text(path, ''.join(f'{n}\n' for n in names))
 
 
-def relpath_problem(rel):
-    """Why ``rel`` may not be a path inside a root (absolute, or with a ``..``
-    part that could leave it), or None when it is fine."""
+def relpath_problem(rel, root='the store'):
+    """Why ``rel`` may not be a path inside ``root`` (absolute, or with a
+    ``..`` part that could leave it), or None when it is fine. The one check
+    for every list file's entries (label stores and classification sets)."""
     parts = rel.replace('\\', '/').split('/')
     if rel.startswith(('/', '\\')) or os.path.isabs(rel) or re.match(r'[A-Za-z]:', rel):
-        return f'absolute path {rel!r} (entries are relative to the store)'
+        return f'absolute path {rel!r} (entries are relative paths inside {root})'
     if '..' in parts:
-        return f"path {rel!r} has a '..' part (entries stay inside the store)"
+        return f"path {rel!r} has a '..' part (entries stay inside {root})"
     return None
 
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from . import store
-from .writer import STATS_DIR
+from .writer import STATS_DIR, iter_jsonl
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write, atomic_write_text, json_default, read_image_bgr
 
@@ -94,15 +94,12 @@ def _quantiles(values):
 
 
 def _records(path):
-    """(image, foreground, confidence) of each stats record, read line by line
-    (a 1.28 M-image shard does not fit in memory as dicts); a torn line is dropped."""
-    with open(path) as f:
-        for line in f:
-            try:
-                r = json.loads(line)
-                yield r['image'], float(r['foreground']), r.get('confidence')
-            except (ValueError, KeyError, TypeError):
-                continue
+    """(image, foreground, confidence) of each stats record, streamed."""
+    for r in iter_jsonl(path):
+        try:
+            yield r['image'], float(r['foreground']), r.get('confidence')
+        except (ValueError, KeyError, TypeError):
+            continue
 
 
 def per_image_stats(pssl_root, labels, index, max_stats, seed):

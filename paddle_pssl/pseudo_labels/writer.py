@@ -32,7 +32,7 @@ from .store_guard import ShardLock, check_fingerprint, disk_errors
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write_text
 
-__all__ = ['Label', 'LabelStoreWriter', 'append_jsonl', 'image_seed', 'read_jsonl',
+__all__ = ['Label', 'LabelStoreWriter', 'append_jsonl', 'image_seed', 'iter_jsonl', 'read_jsonl',
            'shard_of', 'shard_tag', 'versions']
 
 STATS_DIR = 'stats'
@@ -75,16 +75,20 @@ def append_jsonl(path, record):
         f.write(json.dumps(record) + '\n')
 
 
-def read_jsonl(path):
-    """The records of a jsonl file; a torn last line (a killed run) is dropped."""
-    records = []
+def iter_jsonl(path):
+    """The records of a jsonl file, one at a time (a 1.28 M-image shard does
+    not fit in memory as dicts); a torn last line (a killed run) is dropped."""
     with open(path) as f:
         for line in f:
             try:
-                records.append(json.loads(line))
+                yield json.loads(line)
             except json.JSONDecodeError:
                 pass
-    return records
+
+
+def read_jsonl(path):
+    """:func:`iter_jsonl` as a list."""
+    return list(iter_jsonl(path))
 
 
 def versions():

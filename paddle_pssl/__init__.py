@@ -14,7 +14,7 @@ import warnings  # noqa: E402
 # would stand before every CLI's output, one-line errors included.
 warnings.filterwarnings('ignore', message='No ccache found', category=UserWarning)
 
-from . import _paddleseg_compat  # noqa: E402,F401  (paddleseg 2.8 on paddle 2.6)
+from . import _paddleseg_compat  # noqa: E402,F401  (paddleseg 2.8 on paddle 2.6 and 3.3)
 from . import datasets, losses, core, mm_tuning  # noqa: E402,F401  (registration, shims)
 
 __version__ = "0.1.0"

@@ -101,7 +101,8 @@ class Benchmark:
             self.classifiers.append({
                 'label': entry['label'], 'name': report['config']['model']['name'],
                 'weights': report['weights'], 'num_classes': report['num_classes'],
-                'input_size': report['config']['model']['input_size'], 'iters': report['iters'],
+                'input_size': report['config']['model']['input_size'],
+                'output_stride': report['config']['model'].get('output_stride', 32), 'iters': report['iters'],
                 'train_accuracy': report.get('train_acc_eval'), 'val_accuracy': report.get('val_acc')})
         self.results['classifiers'] = self.classifiers
 
@@ -118,7 +119,9 @@ class Benchmark:
         gen_cfg = merge_dicts(gen_cfg, self.cfg['pseudo_label_overrides'])
         gen_cfg['classifiers'] = [
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
-             'num_classes': c['num_classes'], 'input_size': c['input_size']} for c in self.classifiers]
+             'num_classes': c['num_classes'], 'input_size': c['input_size'],
+             **({'output_stride': c['output_stride']} if c['output_stride'] != 32 else {})}
+            for c in self.classifiers]
         self.label_cfg = gen_cfg
         cfg_path = write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
         workers = max(int(self.cfg['workers']), 1)

@@ -144,7 +144,8 @@ def _build_model(cfg, num_classes, path):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             clf = build_classifier(name, weights=weights, num_classes=num_classes,
-                                   input_size=spec['input_size'])
+                                   input_size=spec['input_size'],
+                                   output_stride=spec['output_stride'])
     except (ValueError, FileNotFoundError) as e:
         raise PSSLError(f'{path}: model.name {name!r}: {one_line(e)}')
     if load_path:

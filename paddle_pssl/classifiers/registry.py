@@ -5,7 +5,7 @@ SmoothGrad, LIME ...) use.
 Interface::
 
     clf = build_classifier(name, weights=None, num_classes=1000,
-                           feature_layer_name=None, input_size=None)
+                           feature_layer_name=None, input_size=None, output_stride=32)
 
 ``name``
     ``"efficientnet_lite0"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``
@@ -19,6 +19,9 @@ Interface::
     weights. A local path: ``.pdparams`` (strictly checked), or for
     EfficientNet-Lite also a legacy torch ``.pth``. URLs are refused: nothing
     is downloaded at run time.
+``output_stride``
+    32 (the architecture's own), or 16 / 8 for PaddleClas ResNet and
+    MobileNetV3 (see :mod:`.output_stride`).
 
 :class:`Classifier` (a dataclass) is the one description of a classifier in
 this project; the explainers take it directly:
@@ -69,6 +72,7 @@ from .default_cfgs import (DEFAULT_CFGS, IMAGENET_MEAN, IMAGENET_STD, default_cf
                            resize_short_for)
 from .efficientnet_lite import efficientnet_lite
 from .imagenet import imagenet1k_class_names
+from .output_stride import build_paddleclas
 from .preprocess import normalize_rgb, pixel_units, preprocess_images
 from .weights import check_local_weights_path, load_pdparams_strict
 
@@ -214,7 +218,7 @@ def _is_random(weights):
 
 def build_classifier(name: str, weights=None, num_classes: int = 1000,
                      feature_layer_name: Optional[str] = None,
-                     input_size: Optional[int] = None) -> Classifier:
+                     input_size: Optional[int] = None, output_stride: int = 32) -> Classifier:
     """Build a :class:`Classifier` by name (see the module docstring)."""
     if weights is not None and not _is_random(weights):
         weights = check_local_weights_path(weights)  # refuses URLs first
@@ -222,6 +226,8 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
     cfg = default_cfg(name, input_size)
     lite = lite_key(name)
     if lite is not None:
+        if output_stride != 32:
+            raise ValueError("output_stride %r: EfficientNet-Lite runs at 32 only" % (output_stride,))
         if weights is None:
             model = efficientnet_lite(lite, pretrained=True, num_classes=num_classes)
         elif _is_random(weights):
@@ -244,7 +250,7 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
                          % (name, available_classifiers(), close))
     if weights is not None and not _is_random(weights) and not weights.endswith(".pdparams"):
         raise ValueError("PaddleClas weights must be a local .pdparams file, got %r" % weights)
-    model = getattr(backbone, str(name))(pretrained=False, class_num=num_classes)
+    model = build_paddleclas(backbone, str(name), output_stride, class_num=num_classes)
     if weights is None:
         warnings.warn("%s has random weights: PaddleClas ships no weights and nothing is "
                       "downloaded; pass weights='path/to/%s.pdparams'" % (name, name))

@@ -69,6 +69,7 @@ GENERATOR = Block({
     'classifiers': ListOf(Block({
         'name': Str(required=True), 'label': Str(), 'weights': Str(),
         'num_classes': Int(min=1), 'feature_layer_name': Str(), 'input_size': Int(min=8),
+        'output_stride': Choice(32, (8, 16, 32)),
     }, fill=False), default=[{'name': 'efficientnet_lite0'},
                              {'name': 'efficientnet_lite1', 'input_size': 224},
                              {'name': 'efficientnet_lite2', 'input_size': 224}], min_len=1),
@@ -113,6 +114,8 @@ GENERATOR = Block({
 #   .pdparams loaded by shape (a classifier layer of another class count stays
 #   random, any other mismatch is an error).
 # model.input_size: images are stretched to input_size x input_size.
+# model.output_stride: 32, or 16 / 8 for PaddleClas ResNet and MobileNetV3
+#   (finer CAMs; the generator's classifier entry must say the same).
 # train_dataset.image_root: <root>/train/<class>/* or <root>/<class>/*;
 #   file_list + synsets for a list of "<rel path> <class id>" lines. The class
 #   count is the number of class folders (or synsets). val_fraction:
@@ -156,7 +159,7 @@ def _some_loss(loss):
 CLASSIFIER = Block({
     'seed': Int(0),
     'model': Block({'name': Str('ResNet18_vd', required=True), 'weights': Str(None),
-                    'input_size': Int(64, min=8)}),
+                    'input_size': Int(64, min=8), 'output_stride': Choice(32, (8, 16, 32))}),
     'train_dataset': Block({
         'image_root': Str('output/benchmark/data/source/imagenet', required=True),
         'file_list': Str(None), 'synsets': Str(None),

@@ -1,0 +1,54 @@
+"""Classifiers at output stride 8/16: finer last maps, exact CAM kept, weights round-trip."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_pssl  # noqa: F401
+from paddle_pssl.classifiers import build_classifier
+
+
+def _map_side(clf, size=64):
+    x = paddle.to_tensor(np.random.RandomState(0).standard_normal((1, 3, size, size)).astype('float32'))
+    with paddle.no_grad():
+        feats, logits = clf.features_and_logits(x)
+    return feats.shape[2], feats.shape[3], logits
+
+
+@pytest.mark.parametrize('name', ['ResNet18_vd', 'MobileNetV3_small_x1_0'])
+@pytest.mark.parametrize('stride,side', [(32, 2), (16, 4), (8, 8)])
+def test_last_map_follows_the_stride(name, stride, side):
+    clf = build_classifier(name, weights='random', num_classes=6, input_size=64, output_stride=stride)
+    h, w, logits = _map_side(clf)
+    assert (h, w) == (side, side)
+    assert logits.shape == [1, 6]
+    if name == 'ResNet18_vd':   # GAP + linear head still found: the exact CAM exists
+        assert clf.has_exact_cam
+
+
+def test_weights_round_trip_at_stride_8(tmp_path):
+    paddle.seed(3)
+    a = build_classifier('ResNet18_vd', weights='random', num_classes=4, output_stride=8)
+    path = os.path.join(str(tmp_path), 'm.pdparams')
+    paddle.save(a.model.state_dict(), path)
+    b = build_classifier('ResNet18_vd', weights=path, num_classes=4, output_stride=8)
+    x = np.random.RandomState(1).randint(0, 255, (2, 64, 64, 3)).astype('uint8')
+    np.testing.assert_allclose(a.predict_proba(list(x)), b.predict_proba(list(x)), atol=1e-6)
+
+
+def test_stride_refused_where_not_offered():
+    with pytest.raises(ValueError, match='output_stride 8 is offered for PaddleClas ResNet and MobileNetV3'):
+        build_classifier('ShuffleNetV2_x0_5', weights='random', num_classes=3, output_stride=8)
+    with pytest.raises(ValueError, match='EfficientNet-Lite runs at 32 only'):
+        build_classifier('efficientnet_lite0', weights='random', num_classes=3, output_stride=16)
+
+
+def test_config_checks_the_stride():
+    from paddle_pssl.config.schemas import validate
+    from paddle_pssl.utils.errors import PSSLError
+    with pytest.raises(PSSLError, match='model.output_stride'):
+        validate('classifier', {'model': {'name': 'ResNet18_vd', 'output_stride': 4}}, 'c.yml')
+    cfg = validate('generator', {'source': {'image_root': 'x'},
+                                 'classifiers': [{'name': 'ResNet18_vd', 'output_stride': 8}]}, 'g.yml')
+    assert cfg['classifiers'][0]['output_stride'] == 8

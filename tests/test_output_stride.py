@@ -52,3 +52,22 @@ def test_config_checks_the_stride():
     cfg = validate('generator', {'source': {'image_root': 'x'},
                                  'classifiers': [{'name': 'ResNet18_vd', 'output_stride': 8}]}, 'g.yml')
     assert cfg['classifiers'][0]['output_stride'] == 8
+
+
+@pytest.mark.parametrize('stride', [8, 16])
+def test_dilated_resnet_equals_paddleseg_backbone(tmp_path, stride):
+    """The classifier at stride 8/16 is PaddleSeg's dilated ResNet18_vd, weight for weight."""
+    from paddleseg.models.backbones import ResNet18_vd
+    from paddle_pssl.classifiers.convert import save_backbone_from_classifier
+    paddle.seed(0)
+    classifier = build_classifier('ResNet18_vd', weights='random', num_classes=5, output_stride=stride)
+    weights = os.path.join(str(tmp_path), 'cls.pdparams')
+    paddle.save(classifier.model.state_dict(), weights)
+    backbone = ResNet18_vd(output_stride=stride)
+    path = save_backbone_from_classifier(weights, backbone, os.path.join(str(tmp_path), 'bb.pdparams'))
+    backbone.set_state_dict(paddle.load(path))
+    backbone.eval(), classifier.model.eval()
+    x = paddle.randn([2, 3, 64, 64])
+    features, _ = classifier.features_and_logits(x)
+    assert features.shape[2:] == [64 // stride] * 2
+    np.testing.assert_allclose(backbone(x)[-1].numpy(), features.numpy(), atol=1e-5)

@@ -1,7 +1,7 @@
 """The generator's quality/cost front: label mIoU against measured CPU seconds
 per image, for explainer subsets and sample counts.
 
-Grid: SmoothGrad 4/8/16 x LIME 0/64/256 x with/without Grad-CAM, CAM always
+Grid: SmoothGrad 0/4/8/16 x LIME 0/64/256 x with/without Grad-CAM, CAM always
 (where the classifier has an exact CAM), scored under several consensus rules.
 
 Every explainer setting (cam, gradcam, smoothgrad 4/8/16, lime 64/256) runs
@@ -58,13 +58,27 @@ REAL_CLASSIFIERS = [{'name': 'efficientnet_lite0', 'input_size': 224},
                     {'name': 'efficientnet_lite2', 'input_size': 224}]
 
 
+GRADCAM = {'with': 'with Grad-CAM', 'no': 'no Grad-CAM', 'fallback': 'Grad-CAM where no CAM'}
+
+
 def configurations():
-    """(name, settings) over the grid; CAM is in every one."""
+    """(name, settings, Grad-CAM mode) over the grid; CAM is in every one.
+    Grad-CAM 'fallback' explains only the classifiers without an exact CAM
+    (on pooling + linear heads the two maps are the same)."""
     out = []
-    for sg, lime, gradcam in itertools.product((4, 8, 16), (0, 64, 256), (True, False)):
-        settings = ['cam'] + (['gradcam'] if gradcam else []) + [f'sg{sg}'] + ([f'lime{lime}'] if lime else [])
-        out.append((f"SG {sg}, LIME {lime}, {'with' if gradcam else 'no'} Grad-CAM", settings))
+    for sg, lime, gradcam in itertools.product((0, 4, 8, 16), (0, 64, 256), GRADCAM):
+        settings = (['cam'] + (['gradcam'] if gradcam != 'no' else []) + ([f'sg{sg}'] if sg else [])
+                    + ([f'lime{lime}'] if lime else []))
+        out.append((f'SG {sg}, LIME {lime}, {GRADCAM[gradcam]}', settings, gradcam))
     return out
+
+
+def members_of(maps, settings, gradcam):
+    """The map keys a configuration averages."""
+    keys = [k for k in sorted(maps) if k.split('/')[1] in settings]
+    if gradcam == 'fallback':
+        keys = [k for k in keys if not (k.endswith('/gradcam') and k[:-len('gradcam')] + 'cam' in maps)]
+    return keys
 
 
 def _images(items):
@@ -128,13 +142,26 @@ def source_items(args):
     return cfg, items[:args.max_images], gt_root
 
 
+def maps_and_seconds(args, cfg, items):
+    """explain_all, or its earlier result from --cache (written when absent)."""
+    if args.cache and os.path.exists(args.cache):
+        z = np.load(args.cache, allow_pickle=False)
+        seconds = json.loads(str(z['seconds']))
+        return {k: [z[f'{k}|{i}'] for i in range(len(items))] for k in seconds}, seconds
+    maps, seconds = explain_all(cfg, items, 8 if args.source == 'benchmark' else 2)
+    if args.cache:
+        os.makedirs(os.path.dirname(os.path.abspath(args.cache)), exist_ok=True)
+        np.savez_compressed(args.cache, seconds=json.dumps(seconds),
+                            **{f'{k}|{i}': m for k, ms in maps.items() for i, m in enumerate(ms)})
+    return maps, seconds
+
+
 def score(args):
     cfg, items, gt_root = source_items(args)
-    maps, seconds = explain_all(cfg, items, 8 if args.source == 'benchmark' else 2)
+    maps, seconds = maps_and_seconds(args, cfg, items)
     gts = [read_gt_mask(gt_path(gt_root, it.rel), maps[next(iter(maps))][i].shape)
            for i, it in enumerate(items)]
     labels = sorted({k.split('/')[0] for k in maps})
-    members = {k: k.split('/')[1] for k in maps}
     rows = []
     singles = {}
     for key in sorted(maps):   # each map alone, same cut as the plain mean
@@ -142,9 +169,9 @@ def score(args):
         for i, it in enumerate(items):
             c.add(cons.pseudo_mask(maps[key][i], 'mean', 1.0), gts[i], it.class_id)
         singles[key] = c.result()['miou']
-    for name, settings in configurations():
-        keys = [k for k in sorted(maps) if members[k] in settings]
-        row = {'config': name, 'settings': settings,
+    for name, settings, gradcam in configurations():
+        keys = members_of(maps, settings, gradcam)
+        row = {'config': name, 'settings': settings, 'members': keys,
                'explain_s': float(sum(seconds[k] for k in keys)), 'miou': {}, 'fg_share': {},
                'consensus_s': {}}
         for rule, kw in RULES.items():
@@ -250,6 +277,7 @@ def main():
                    help='the consensus rule whose time is counted and whose front is drawn')
     p.add_argument('--today', default='SG 16, LIME 256, with Grad-CAM', help='plot: ring this config red')
     p.add_argument('--new', default=None, help='plot: ring this config green')
+    p.add_argument('--cache', default=None, help='npz of the maps and seconds: read if it exists, else written')
     p.add_argument('--max_images', type=int, default=None, help='the first N images only (a quick look)')
     p.add_argument('--out', default='output/front/front.json')
     p.add_argument('--png', default='output/front/quality_cost_front.png')

@@ -71,3 +71,33 @@ def test_dilated_resnet_equals_paddleseg_backbone(tmp_path, stride):
     features, _ = classifier.features_and_logits(x)
     assert features.shape[2:] == [64 // stride] * 2
     np.testing.assert_allclose(backbone(x)[-1].numpy(), features.numpy(), atol=1e-5)
+
+
+def test_generator_gradcam_only_without_cam_and_stride_fingerprint(tmp_path):
+    """``gradcam: {only_without_cam: true}``: Grad-CAM explains MobileNetV3 (no exact
+    CAM) but not ResNet18_vd (CAM's map); the stride is part of the label settings."""
+    from conftest import write_photo_source
+    from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
+    rng = np.random.default_rng(0)
+    source = write_photo_source(tmp_path / 'src', [(2, k, rng.integers(0, 255, (48, 48, 3), np.uint8))
+                                                   for k in range(2)])
+    weights = {}
+    for name in ('ResNet18_vd', 'MobileNetV3_small_x1_0'):
+        clf = build_classifier(name, weights='random', num_classes=2, input_size=64, output_stride=8)
+        weights[name] = os.path.join(str(tmp_path), name + '.pdparams')
+        paddle.save(clf.model.state_dict(), weights[name])
+    cfg = {'source': source,
+           'classifiers': [{'name': n, 'weights': w, 'num_classes': 2, 'input_size': 64, 'output_stride': 8}
+                           for n, w in weights.items()],
+           'explainers': {'cam': {}, 'gradcam': {'only_without_cam': True}},
+           'output': {'pssl_root': str(tmp_path / 'out'), 'batch_size': 2}}
+    gen = PseudoLabelGenerator(cfg)
+    images = [rng.integers(0, 255, (48, 48, 3), np.uint8)]
+    maps = gen.explain(images, [1], [0])[0]
+    assert sorted(maps) == ['MobileNetV3_small_x1_0/gradcam', 'ResNet18_vd/cam']
+    assert gen.dropped == {'MobileNetV3_small_x1_0': ['cam'], 'ResNet18_vd': ['gradcam']}
+    assert [c['output_stride'] for c in gen.label_settings()['classifiers']] == [8, 8]
+    cfg['explainers'] = {'gradcam': {'only_without_cam': 'yes'}}
+    from paddle_pssl.utils.errors import PSSLError
+    with pytest.raises(PSSLError, match='explainers.gradcam.only_without_cam'):
+        PseudoLabelGenerator(cfg)

@@ -111,8 +111,12 @@ def check_explainer_options(explainers, key="explainers"):
             continue
         if not isinstance(options, dict):
             return f"{where} {options!r}: must be a mapping of options"
-        accepted = (_accepted(EXPLAINERS[_ALIASES.get(name.lower(), name.lower())]) | {"engine"}) \
-            - set(_INTERNAL_OPTIONS)
+        canonical = _ALIASES.get(name.lower(), name.lower())
+        accepted = (_accepted(EXPLAINERS[canonical]) | {"engine"}) - set(_INTERNAL_OPTIONS)
+        if canonical == "gradcam":
+            accepted |= {"only_without_cam"}   # the label generator's: Grad-CAM where no exact CAM
+            if not isinstance(options.get("only_without_cam", False), bool):
+                return f"{where}.only_without_cam {options['only_without_cam']!r}: must be true or false"
         for option, value in options.items():
             if option not in accepted:
                 return (f"{where}.{option}: unknown option of {name}{_close(option, accepted)}; "

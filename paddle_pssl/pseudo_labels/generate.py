@@ -151,7 +151,10 @@ class PseudoLabelGenerator:
                         'weights_sha256': file_sha256(weights) if weights else None,
                         'num_classes': entry.get('num_classes') or 1000,
                         'feature_layer_name': entry.get('feature_layer_name'),
-                        'input_size': default_cfg(name, entry.get('input_size')).input_size})
+                        'input_size': default_cfg(name, entry.get('input_size')).input_size,
+                        # only when set: stores made before the key keep their fingerprint
+                        **({'output_stride': entry['output_stride']}
+                           if entry.get('output_stride', 32) != 32 else {})})
         return out
 
     def label_settings(self):
@@ -192,6 +195,13 @@ class PseudoLabelGenerator:
                 from paddleseg.utils import logger
                 logger.warning(f'{label}: no exact CAM (its head is not pooling + linear); '
                                f'using its other explainers')
+            gradcam = own.get('gradcam')
+            if isinstance(gradcam, dict) and 'only_without_cam' in gradcam:
+                gradcam = own['gradcam'] = dict(gradcam)
+                if gradcam.pop('only_without_cam') and 'cam' in own:
+                    # on pooling + linear heads Grad-CAM's map is CAM's: counted once
+                    own.pop('gradcam')
+                    self.dropped.setdefault(label, []).append('gradcam')
             if not own:
                 raise PSSLError(f'{label}: none of the configured explainers applies')
             self._ensembles.append(ExplainerEnsemble(classifier, own, engine=self.cfg['explainers_engine'],

@@ -137,7 +137,8 @@ OLD_GENERATOR = {
 }
 OLD_CLASSIFIER = {
     'seed': 0,
-    'model': {'name': 'ResNet18_vd', 'weights': None, 'input_size': 64},
+    'model': {'name': 'ResNet18_vd', 'weights': None, 'input_size': 64,
+              'output_stride': 32},   # new in issue 13 (finer CAMs)
     'train_dataset': {'image_root': 'output/benchmark/data/source/imagenet',
                       'file_list': None, 'synsets': None, 'val_fraction': 0.1,
                       'store_size': None, 'on_bad_image': 'skip'},

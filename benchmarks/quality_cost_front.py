@@ -205,12 +205,13 @@ def cost(row, rule):
 
 
 def on_front(rows, rule):
-    """Rows no other row beats on both cost and quality (ties kept)."""
+    """Rows no other row beats on both cost and quality; costs within 1 % count
+    as equal (the consensus seconds of identical member sets differ by noise)."""
     front = []
     for r in rows:
         c, q = cost(r, rule), r['miou'][rule]
-        dominated = any(cost(o, rule) <= c and o['miou'][rule] >= q
-                        and (cost(o, rule) < c or o['miou'][rule] > q) for o in rows)
+        dominated = any(cost(o, rule) <= c * 1.01 and o['miou'][rule] >= q
+                        and (cost(o, rule) < c * 0.99 or o['miou'][rule] > q) for o in rows)
         if not dominated:
             front.append(r['config'])
     return front
@@ -225,7 +226,7 @@ def plot(args):
         with open(path) as f:
             results.append(json.load(f))
     fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 4.6), squeeze=False)
-    for ax, res in zip(axes[0], results):
+    for index, (ax, res) in enumerate(zip(axes[0], results)):
         rows = res['rows']
         for rule, style in ((args.rule, 'o'), ('mean x1.0', 'x'))[:1 if args.rule == 'mean x1.0' else 2]:
             xs = [cost(r, rule) for r in rows]
@@ -237,13 +238,17 @@ def plot(args):
                                key=lambda r: cost(r, rule))
                 ax.plot([cost(r, rule) for r in front], [r['miou'][rule] for r in front], 'k--', lw=0.8)
                 for r in front:
+                    if r['config'].endswith('where no CAM') and any(
+                            o['members'] == r['members'] for o in front if o is not r):
+                        continue   # the same maps as its 'no Grad-CAM' twin
                     ax.annotate(r['config'].replace(' Grad-CAM', ' GC'), (cost(r, rule), r['miou'][rule]),
                                 fontsize=6.5, xytext=(3, -8), textcoords='offset points')
-        for config, colour in ((args.today, 'red'), (args.new, 'green')):
+        today = args.today[min(index, len(args.today) - 1)]
+        for config, colour, rule in ((today, 'red', 'mean x1.0'), (args.new, 'green', args.rule)):
             row = next((r for r in rows if r['config'] == config), None)
             if row is not None:
-                ax.scatter([cost(row, args.rule)], [row['miou'][args.rule]], s=160, facecolors='none',
-                           edgecolors=colour, label=('today: ' if colour == 'red' else 'default: ') + config)
+                ax.scatter([cost(row, rule)], [row['miou'][rule]], s=160, facecolors='none', edgecolors=colour,
+                           label=f"{'previous' if colour == 'red' else 'new'} default: {config}, {rule}")
         cut = 'otsu' if 'otsu' in args.rule else 'mean x1.0'
         best = max(((k, v[cut]) for k, v in res['single_map_miou'].items()), key=lambda kv: kv[1])
         ax.axhline(best[1], color='grey', lw=0.7, ls=':')
@@ -278,7 +283,8 @@ def main():
     p.add_argument('--engine', default='inference', choices=['inference', 'dygraph'])
     p.add_argument('--rule', default='mean x1.0', choices=sorted(RULES),
                    help='the consensus rule whose time is counted and whose front is drawn')
-    p.add_argument('--today', default='SG 16, LIME 256, with Grad-CAM', help='plot: ring this config red')
+    p.add_argument('--today', nargs='+', default=['SG 16, LIME 256, with Grad-CAM'],
+                   help='plot: the previous default per input (ringed red, at mean x1.0)')
     p.add_argument('--new', default=None, help='plot: ring this config green')
     p.add_argument('--cache', default=None, help='npz of the maps and seconds: read if it exists, else written')
     p.add_argument('--max_images', type=int, default=None, help='the first N images only (a quick look)')

@@ -22,8 +22,9 @@ def _md(results):
             lines.append(f"| {label} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {per} |")
     pl = results.get('pseudo_labels', {})
     if pl:
-        lines += ['', f"## Pseudo-label quality on the source set (threshold {pl['rule'][0]} "
-                      f"x{pl['rule'][1]}), against the exact masks", '',
+        cut = pl['rule'][0] + (f" x{pl['rule'][1]}" if pl['rule'][0] == 'mean' else '')
+        lines += ['', f"## Pseudo-label quality on the source set ({pl.get('method', 'mean')} consensus, "
+                      f"cut {cut}), against the exact masks", '',
                   '| maps | mIoU | foreground IoU |', '|---|---|---|']
         groups = pl['by_group']
         order = sorted(groups, key=lambda k: (k.startswith('ensemble'), k.startswith('classifier'),

@@ -145,6 +145,7 @@ class Benchmark:
             dropped.update(shard['dropped'])
             for name, g in shard['groups'].items():
                 counters.setdefault(name, IoUCounter()).add_counts(g)
+        rule = validate('generator', gen_cfg, cfg_path)['consensus']
         gt_root = self.source['gt_root']
         store_quality = evaluate_store(self.label_root, gt_root)
         # chance: a random mask with each image's true foreground share
@@ -155,7 +156,7 @@ class Benchmark:
             gt = read_gt_mask(gt_path(gt_root, item.rel))
             chance.add(rng.uniform(size=gt.shape) < gt.mean(), gt, item.class_id)
         self.results['pseudo_labels'] = {
-            'rule': [gen_cfg['consensus']['threshold'], gen_cfg['consensus']['value']],
+            'rule': [rule['threshold'], rule['value']], 'method': rule['method'],
             'written': written, 'explainers_not_applicable': dropped,
             'by_group': {k: {'miou': v.result()['miou'], 'fg_iou': v.result()['fg_iou']}
                          for k, v in counters.items()},

@@ -93,7 +93,11 @@ class Benchmark:
                      f"train_dataset.synsets={self.source['synsets']}"]
             jobs[f"classifier_{entry['label']}"] = [argv]
             dirs[entry['label']] = save_dir
-        self.run_jobs(jobs)
+        # random-init fine-tuning needs no classifier: it fills the cores the
+        # shorter classifier jobs leave idle
+        early, _ = self.finetune_jobs(['a_random'])
+        self.run_jobs(dict(jobs, **early))
+        self.finetuned_early = set(early)
         self.classifiers = []
         for entry in self.cfg['classifiers']:
             with open(os.path.join(dirs[entry['label']], 'train_cls.json')) as f:
@@ -229,17 +233,28 @@ class Benchmark:
                 'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
                 'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
 
-    def finetune(self):
+    def finetune_jobs(self, keys=None):
+        """({job name: Job}, {(init, seed): metrics path}) of fine-tuning the
+        ``keys`` initialisations (all by default) at every seed."""
         iters = scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
         base = self.target_overrides()
         jobs, metrics = {}, {}
-        for seed, (key, override) in itertools.product(self.cfg['seeds'], self.init_overrides().items()):
+        # (a) needs nothing trained, so it can be listed before the other inits exist
+        inits = {'a_random': {}} if keys == ['a_random'] else self.init_overrides()
+        for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
+            if keys is not None and key not in keys:
+                continue
             save_dir = os.path.join(self.out, 'finetune', f'{key}_seed{seed}')
             jobs[f'finetune_{key}_seed{seed}'], _ = self._job(
                 self.cfg['finetune']['config'], merge_dicts(base, override), save_dir, iters, seed,
                 self.cfg['finetune']['batch_size'], evaluate=True)
             metrics[(key, seed)] = save_dir + '.metrics.json'
-        self.run_jobs(jobs)
+        return jobs, metrics
+
+    def finetune(self):
+        jobs, metrics = self.finetune_jobs()
+        self.run_jobs({name: job for name, job in jobs.items()
+                       if name not in getattr(self, 'finetuned_early', ())})
         runs = {}
         for (key, seed), path in metrics.items():
             with open(path) as f:

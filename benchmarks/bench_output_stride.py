@@ -3,9 +3,9 @@ output stride 32, 16 and 8 (dilated, paddle_pssl.classifiers.output_stride),
 64-px inputs, one core.
 
 Per classifier and stride: the last map's side, a training step (forward +
-backward, batch 32, dygraph) and a CAM/Grad-CAM-style input-gradient pass
-(batch 8), each the best of --repeats, and the ratio to stride 32 measured in
-the same run.
+backward, batch 32, dygraph) and an input-gradient pass as SmoothGrad's
+(batch 8), each the best of --repeats in CPU seconds, and the ratio to
+stride 32 measured in the same run.
 
     python benchmarks/bench_output_stride.py [--repeats 3]
 """
@@ -28,9 +28,9 @@ def best(fn, repeats):
     fn()   # warm-up
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = time.process_time()   # CPU seconds: steadier than wall time on a shared machine
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return min(times)
 
 
@@ -42,8 +42,8 @@ def main():
     rng = np.random.RandomState(0)
     x_train = paddle.to_tensor(rng.standard_normal((32, 3, args.size, args.size)).astype('float32'))
     x_grad = paddle.to_tensor(rng.standard_normal((8, 3, args.size, args.size)).astype('float32'))
-    print(f'| classifier | output stride | last map | train step b32 (s) | x stride 32 '
-          f'| input gradient b8 (s) | x stride 32 |\n|---|---|---|---|---|---|---|')
+    print(f'| classifier | output stride | last map | train step b32 (CPU s) | x stride 32 '
+          f'| input gradient b8 (CPU s) | x stride 32 |\n|---|---|---|---|---|---|---|')
     for name in NAMES:
         base = None
         for stride in (32, 16, 8):

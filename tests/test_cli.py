@@ -110,7 +110,7 @@ def test_default_generator_config_end_to_end_on_real_photos(tmp_path):
                   f'output.pssl_root={out}', 'output.vdl_every=0', timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     manifest = json.load(open(os.path.join(out, 'manifest.json')))
-    settings = manifest['label_settings']
+    settings = manifest['label_settings']['settings']
     assert settings['explainers'] == {'cam': {}, 'smoothgrad': {'n_samples': 4}}
     assert (settings['consensus']['method'], settings['consensus']['threshold']) == ('loo', 'otsu')
     quality = evaluate_store(out, data['gt_root'])

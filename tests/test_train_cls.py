@@ -207,7 +207,7 @@ def test_cli_flags_and_one_line_error(toy_cls, tmp_path):
     result = train_cls_main(['-c', cfg, '--save_dir', str(tmp_path / 'cli'), '--iters', '2',
                              '--batch_size', '4', '--seed', '3', '--opts',
                              f"train_dataset.image_root={toy_cls['imagenet_root']}",
-                             f'model.name={ARCH}'])
+                             f'model.name={ARCH}', 'model.output_stride=32'])
     assert result['iters'] == 2 and result['config']['seed'] == 3
     assert result['config']['batch_size'] == 4 and 'loss_fs' in result['history'][0]
     proc = subprocess.run(

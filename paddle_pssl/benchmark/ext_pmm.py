@@ -37,17 +37,9 @@ RELABEL_SCALES = ['0.75', '1.0', '1.25']
 
 
 def _finetune_jobs(bench, key, pretrained, out):
-    """Fine-tuning commands as Benchmark.finetune builds them, from ``pretrained``."""
-    iters = scaled(bench.cfg['finetune']['iters'], bench.cfg['scale'])
-    override = merge_dicts(bench.target_overrides(), {'model': {'pretrained': pretrained}})
-    jobs, metrics = {}, {}
-    for seed in bench.cfg['seeds']:
-        save_dir = os.path.join(out, 'finetune', f'{key}_seed{seed}')
-        jobs[f'pmm_finetune_{key}_seed{seed}'], _ = bench._job(
-            bench.cfg['finetune']['config'], override, save_dir, iters, seed,
-            bench.cfg['finetune']['batch_size'], evaluate=True)
-        metrics[seed] = save_dir + '.metrics.json'
-    return jobs, metrics
+    """Fine-tuning from ``pretrained`` at every seed: (jobs, {seed: metrics path})."""
+    jobs, metrics = bench.finetune_jobs({key: {'model': {'pretrained': pretrained}}}, out, prefix='pmm_')
+    return jobs, {seed: path for (_, seed), path in metrics.items()}
 
 
 def _pretrain_job(bench, key, config, pssl_root, out, extra=None):

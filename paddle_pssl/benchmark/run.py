@@ -38,6 +38,10 @@ from .common import config_path, scaled, write_yaml
 from .jobs import Job, job_done, run_jobs, tool
 
 
+# (a) needs nothing trained: its jobs can run beside the classifiers'
+RANDOM_INIT = {'a_random': {}}
+
+
 class Benchmark:
     def __init__(self, cfg, out_dir, log=print, resume=False):
         self.cfg = validate('benchmark', cfg, 'benchmark config')
@@ -47,6 +51,7 @@ class Benchmark:
         self.log_dir = os.path.join(self.out, 'logs')
         self.timings = {}
         self.results = {'config': self.cfg}
+        self.finetuned_early = set()   # fine-tuning jobs already run beside the classifiers
 
     def run_jobs(self, jobs):
         """:func:`run_jobs` with this run's workers, log folder and resume flag."""
@@ -95,7 +100,7 @@ class Benchmark:
             dirs[entry['label']] = save_dir
         # random-init fine-tuning needs no classifier: it fills the cores the
         # shorter classifier jobs leave idle
-        early, _ = self.finetune_jobs(['a_random'])
+        early, _ = self.finetune_jobs(RANDOM_INIT)
         self.run_jobs(dict(jobs, **early))
         self.finetuned_early = set(early)
         self.classifiers = []
@@ -106,7 +111,8 @@ class Benchmark:
                 'label': entry['label'], 'name': report['config']['model']['name'],
                 'weights': report['weights'], 'num_classes': report['num_classes'],
                 'input_size': report['config']['model']['input_size'],
-                'output_stride': report['config']['model'].get('output_stride', 32), 'iters': report['iters'],
+                'output_stride': report['config']['model'].get('output_stride', 32),   # older reports: 32
+                'iters': report['iters'],
                 'train_accuracy': report.get('train_acc_eval'), 'val_accuracy': report.get('val_acc')})
         self.results['classifiers'] = self.classifiers
 
@@ -124,8 +130,7 @@ class Benchmark:
         gen_cfg['classifiers'] = [
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size'],
-             **({'output_stride': c['output_stride']} if c['output_stride'] != 32 else {})}
-            for c in self.classifiers]
+             'output_stride': c['output_stride']} for c in self.classifiers]
         self.label_cfg = gen_cfg
         cfg_path = write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
         workers = max(int(self.cfg['workers']), 1)
@@ -228,33 +233,30 @@ class Benchmark:
 
     def init_overrides(self):
         """{INITS key: model overrides} for the four initialisations."""
-        return {'a_random': {},
+        return {**RANDOM_INIT,
                 'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
                 'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
                 'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
 
-    def finetune_jobs(self, keys=None):
-        """({job name: Job}, {(init, seed): metrics path}) of fine-tuning the
-        ``keys`` initialisations (all by default) at every seed."""
+    def finetune_jobs(self, inits, out=None, prefix=''):
+        """({job name: Job}, {(init, seed): metrics path}) of fine-tuning from
+        each of ``inits`` ({key: model overrides}) at every seed, under
+        ``<out>/finetune`` (``out`` default: this run's folder); job names get
+        ``prefix`` (an extension's own)."""
         iters = scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
         base = self.target_overrides()
         jobs, metrics = {}, {}
-        # (a) needs nothing trained, so it can be listed before the other inits exist
-        inits = {'a_random': {}} if keys == ['a_random'] else self.init_overrides()
         for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
-            if keys is not None and key not in keys:
-                continue
-            save_dir = os.path.join(self.out, 'finetune', f'{key}_seed{seed}')
-            jobs[f'finetune_{key}_seed{seed}'], _ = self._job(
+            save_dir = os.path.join(out or self.out, 'finetune', f'{key}_seed{seed}')
+            jobs[f'{prefix}finetune_{key}_seed{seed}'], _ = self._job(
                 self.cfg['finetune']['config'], merge_dicts(base, override), save_dir, iters, seed,
                 self.cfg['finetune']['batch_size'], evaluate=True)
             metrics[(key, seed)] = save_dir + '.metrics.json'
         return jobs, metrics
 
     def finetune(self):
-        jobs, metrics = self.finetune_jobs()
-        self.run_jobs({name: job for name, job in jobs.items()
-                       if name not in getattr(self, 'finetuned_early', ())})
+        jobs, metrics = self.finetune_jobs(self.init_overrides())
+        self.run_jobs({name: job for name, job in jobs.items() if name not in self.finetuned_early})
         runs = {}
         for (key, seed), path in metrics.items():
             with open(path) as f:

@@ -195,13 +195,14 @@ class PseudoLabelGenerator:
                 from paddleseg.utils import logger
                 logger.warning(f'{label}: no exact CAM (its head is not pooling + linear); '
                                f'using its other explainers')
-            gradcam = own.get('gradcam')
-            if isinstance(gradcam, dict) and 'only_without_cam' in gradcam:
-                gradcam = own['gradcam'] = dict(gradcam)
-                if gradcam.pop('only_without_cam') and 'cam' in own:
+            if 'gradcam' in own:
+                gradcam = dict(own['gradcam'] or {})
+                if gradcam.pop('only_without_cam', False) and 'cam' in own:
                     # on pooling + linear heads Grad-CAM's map is CAM's: counted once
                     own.pop('gradcam')
                     self.dropped.setdefault(label, []).append('gradcam')
+                else:
+                    own['gradcam'] = gradcam
             if not own:
                 raise PSSLError(f'{label}: none of the configured explainers applies')
             self._ensembles.append(ExplainerEnsemble(classifier, own, engine=self.cfg['explainers_engine'],

@@ -21,9 +21,15 @@ def results(tmp_path_factory):
 
 def test_table_has_every_row_and_valid_mious(results):
     res = json.load(open(results / 'results.json'))
-    assert set(res['finetune']) == set(INITS)
-    for row in res['finetune'].values():
+    rows = {r['key']: r['label'] for r in res['config']['inits']}
+    assert set(INITS) <= set(rows) and {'d_exact', 'e_shuffled', 'eroded_0.5'} <= set(rows)
+    assert set(res['finetune']) == set(rows)
+    for key, row in res['finetune'].items():
         assert 0.0 <= row['miou_mean'] <= 1.0 and len(row['runs']) == 1
+        # every row but the baseline is paired with it, seed by seed
+        if key != 'b_classifier_backbone':
+            base = res['finetune']['b_classifier_backbone']['runs'][0]['miou']
+            assert row['paired']['per_seed'] == pytest.approx([row['runs'][0]['miou'] - base])
     groups = res['pseudo_labels']['by_group']
     for name in ('ensemble consensus', 'explainer cam', 'explainer gradcam', 'explainer smoothgrad',
                  'explainer lime', 'classifier resnet18_vd', 'classifier mobilenetv3_small',
@@ -33,9 +39,31 @@ def test_table_has_every_row_and_valid_mious(results):
     for g in groups.values():
         assert 0.0 <= g['miou'] <= 1.0 and 0.0 <= g['fg_iou'] <= 1.0
     table = open(results / 'results.md').read()
-    for label in INITS.values():
+    for label in rows.values():
         assert label in table
     assert 'chance' in table and (results / 'figure.png').stat().st_size > 10000
+
+
+def test_label_sources_ceiling_floor_and_degraded(results):
+    res = json.load(open(results / 'results.json'))
+    src = res['label_sources']
+    assert src['exact']['miou'] == pytest.approx(1.0)
+    assert src['shuffled']['miou'] < 0.6
+    assert src['erode_0.5']['miou'] == pytest.approx(0.5, abs=0.03) and src['erode_0.5']['strength'] > 0
+    assert src['generated']['miou'] == pytest.approx(res['pseudo_labels']['store']['miou'])
+    # four label sources (generated, exact, shuffled, eroded): a dose-response line and its figure
+    assert 'Dose-response over' in open(results / 'results.md').read()
+    assert (results / 'results_dose_response.png').stat().st_size > 5000
+
+
+def test_label_efficiency_rows(results):
+    res = json.load(open(results / 'results.json'))
+    sizes = res['label_efficiency']
+    assert sorted(sizes, key=int) == ['3', '6']
+    assert set(sizes['3']) == {'b_classifier_backbone', 'd_exact'} and 'paired' in sizes['3']['d_exact']
+    assert (results / 'data' / 'target' / 'train_n3.txt').read_text().splitlines() == \
+        (results / 'data' / 'target' / 'train.txt').read_text().splitlines()[:3]
+    assert 'Label efficiency: 3 labelled target images' in open(results / 'results.md').read()
 
 
 def test_pseudo_labels_beat_chance(results):
@@ -51,7 +79,9 @@ def test_pseudo_labels_beat_chance(results):
 
 def test_runs_leave_labels_checkpoints_and_logs(results):
     assert (results / 'labels' / 'train.txt').is_file()
-    assert (results / 'pretrain' / 'c_pssl_pixel_weighted' / 'iter_6' / 'model.pdparams').is_file()
+    assert (results / 'pretrain' / 'generated_pixel_weighted_seed0' / 'iter_6' / 'model.pdparams').is_file()
+    assert (results / 'pretrain' / 'exact_seed0' / 'iter_6' / 'model.pdparams').is_file()
+    assert (results / 'labels_exact' / 'train.txt').is_file()
     assert any(name.startswith('vdlrecords') for name in os.listdir(results / 'finetune' / 'a_random_seed0'))
 
 

@@ -53,6 +53,16 @@ def test_target_set_labels_cover_the_classes(tmp_path):
     assert not source_shapes & {c[0] for c in t['classes']}   # target classes differ from the source
 
 
+def test_target_test_split_stays_whatever_the_train_size(tmp_path):
+    a = synthetic.make_target_set(str(tmp_path / 'a'), 3, 4, 5, 40, seed=2)
+    b = synthetic.make_target_set(str(tmp_path / 'b'), 3, 8, 5, 40, seed=2, train_subsets=[4])
+    for name in ['test_0000', 'test_0004', 'train_0000', 'train_0003']:
+        for sub in ('images', 'labels'):
+            assert np.array_equal(cv2.imread(os.path.join(a['dataset_root'], sub, name + '.png')),
+                                  cv2.imread(os.path.join(b['dataset_root'], sub, name + '.png')))
+    assert open(b['train_subsets'][4]).read() == open(a['train_path']).read()
+
+
 def test_paddleclas_resnet_vd_converts_to_paddleseg_backbone_exactly(tmp_path):
     from paddleseg.models.backbones import ResNet18_vd
 

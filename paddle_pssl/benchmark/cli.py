@@ -28,6 +28,6 @@ def benchmark_main(argv=None):
         cfg['seeds'] = args.seeds
     validate('benchmark', cfg, args.cfg or 'benchmark config')   # refused before any work
     results = run_benchmark(cfg, args.out, resume=args.resume)
-    with open(os.path.join(args.out, 'results.md')) as f:
+    with open(os.path.join(args.out, f"{results['config']['report_name']}.md")) as f:
         print(f.read())
     return results

@@ -33,3 +33,13 @@ def config_path(path, key='benchmark config'):
         raise PSSLError(f'{key}: {path} not found (relative paths are read from '
                         f'{os.getcwd()})')
     return resolved
+
+
+def source_id(row):
+    """The name of a pretrained row's label source (its store folder's suffix)."""
+    spec = row['labels']
+    if spec['kind'] == 'generated':
+        return f"generated_{row['key']}" if spec.get('overrides') else 'generated'
+    if spec['kind'] == 'degraded':
+        return f"{spec['degrade']}_{spec['target_miou']:g}"
+    return spec['kind']

@@ -45,7 +45,7 @@ def run(bench):
     per_step = min(int(settings['images_per_step']), n_train)
     base, starts = bench.target_overrides(), bench.init_overrides()
     without = bench.results.get('finetune') or {}
-    keys = [k for k in starts if k in without]
+    keys = [k for k in INITS if k in starts and k in without]   # the four rows M&M was measured on
     if not keys:
         raise PSSLError('extension mm_tuning: the main fine-tuning produced no results')
 
@@ -55,8 +55,9 @@ def run(bench):
         for key in keys:
             # one chain per (init, seed): tune, fine-tune, evaluate
             name = f'{key}_seed{seed}'
+            start = starts[key](seed) if callable(starts[key]) else starts[key]
             tune, tuned[(key, seed)] = bench._job(
-                TUNE_CONFIG, merge_dicts(base, starts[key]), os.path.join(out, 'mm_tuning', name), iters,
+                TUNE_CONFIG, merge_dicts(base, start), os.path.join(out, 'mm_tuning', name), iters,
                 seed, per_step)
             save_dir = os.path.join(out, 'mm_finetune', name)
             finetune, _ = bench._job(

@@ -125,8 +125,9 @@ def run(bench):
     # (iii) relabel with (c)'s checkpoint, then pre-train a fresh model on it
     relabelled = os.path.join(out, 'relabelled')
     c_key = 'c_pssl_class_weighted'
-    c_config = os.path.join(bench.out, 'pretrain', c_key + '.yml')
-    relabel_argv = [*tool('relabel'), '-c', c_config, '--model_path', bench.pretrained[c_key],
+    c_weights = bench.pretrained[c_key][bench.pretrain_seeds()[0]]   # <save_dir>/iter_N/model.pdparams
+    c_config = os.path.dirname(os.path.dirname(c_weights)) + '.yml'
+    relabel_argv = [*tool('relabel'), '-c', c_config, '--model_path', c_weights,
                     '--image_root', bench.source['image_root'], '--pssl_root', bench.label_root,
                     '--save_root', relabelled, '--flip_horizontal', '--scales', *RELABEL_SCALES,
                     '--batch_size', '16', '--no_progress']
@@ -161,7 +162,7 @@ def run(bench):
     quality.update(_merge_scores(scores))
     target = {k: _seeds_summary(m) for k, m in metrics.items()}
     target['c'] = bench.results['finetune'][c_key]
-    ce = {'c': mean_train_ce(c_config, bench.pretrained[c_key], bench.source['image_root'],
+    ce = {'c': mean_train_ce(c_config, c_weights, bench.source['image_root'],
                              bench.label_root, every=3)}
     for key in PUF_VARIANTS:
         ce[key] = mean_train_ce(os.path.join(out, 'pretrain', key + '.yml'), pretrained[key],

@@ -135,14 +135,17 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
     job's log. Every finished job leaves ``logs/<name>.done`` with its
     fingerprint; with ``resume`` a job whose record matches is not run again.
     A job that runs starts from empty ``--save_dir``/``--save_root`` folders,
-    so a re-run never mixes with a killed attempt."""
+    so a re-run never mixes with a killed attempt. -> {job: CPU seconds of
+    its processes} (a reused job's from its record; None for older records)."""
     os.makedirs(log_dir, exist_ok=True)
     jobs = {name: job if isinstance(job, Job) else Job(job) for name, job in jobs.items()}
-    pending = []
+    pending, cpu = [], {}
     for name, job in jobs.items():
         if resume and job_done(name, job, log_dir):
             if log is not None:
                 log(f'[benchmark] {name}: done before, reused')
+            with open(_done_path(log_dir, name)) as f:
+                cpu[name] = json.load(f).get('cpu_s')
             continue
         pending.append((name, job))
     running = {}
@@ -172,8 +175,12 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
                 start(*pending.pop(0))
             time.sleep(0.2)
             for name, (proc, rest, log_file, key) in list(running.items()):
-                if proc.poll() is None:
+                # wait4 gives the process's own CPU time (the jobs share the cores)
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid == 0:
                     continue
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                cpu[name] = round(cpu.get(name, 0.0) + usage.ru_utime + usage.ru_stime, 1)
                 del running[name]
                 if proc.returncode != 0:
                     log_file.close()
@@ -183,7 +190,9 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
                     launch(name, rest, log_file, key)
                 else:
                     log_file.close()
-                    atomic_write_text(_done_path(log_dir, name), json.dumps({'fingerprint': key}))
+                    atomic_write_text(_done_path(log_dir, name),
+                                      json.dumps({'fingerprint': key, 'cpu_s': cpu[name]}))
+        return cpu
     finally:
         for proc, _, log_file, _ in running.values():
             proc.kill()

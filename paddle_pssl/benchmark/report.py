@@ -6,20 +6,103 @@ import cv2
 import numpy as np
 
 from ..utils.io import atomic_write, atomic_write_text
-from .common import INITS
+from .common import INITS, source_id
+from .stats import fmt_difference, slope_interval
+
+
+def row_labels(results):
+    """{row key: its label} of the run's table, in config order."""
+    rows = results['config'].get('inits')
+    return {r['key']: r['label'] for r in rows} if rows else dict(INITS)
+
+
+def _label_miou(results, key):
+    for row in results['config'].get('inits', []):
+        if row['key'] == key and row.get('labels'):
+            src = results.get('label_sources', {}).get(source_id(row))
+            return src['miou'] if src else None
+    return None
+
+
+def _finetune_lines(results, ft, title):
+    base = results['config'].get('baseline', 'b_classifier_backbone')
+    labels = row_labels(results)
+    lines = [title, '', f'| initialisation | label mIoU | target mIoU, mean ± std | paired to {labels.get(base, base)}: '
+                        'mean ± std [95 % interval] | per seed |', '|---|---|---|---|---|']
+    for key, label in labels.items():
+        if key not in ft:
+            continue
+        r = ft[key]
+        per = ', '.join(f"{x['miou']:.3f}" for x in r['runs'])
+        lm = _label_miou(results, key)
+        paired = fmt_difference(r['paired']) + (' **resolved**' if r['paired']['resolved'] else '') \
+            if 'paired' in r else '(baseline)'
+        lines.append(f"| {label} | {'-' if lm is None else f'{lm:.3f}'} | {r['miou_mean']:.3f} ± "
+                     f"{r['miou_std']:.3f} | {paired} | {per} |")
+    return lines
+
+
+def verdict(results):
+    """One sentence: does PSSL (the first row pre-trained on the generator's
+    own labels) beat the baseline, and what share of the ceiling's headroom
+    over the baseline it reaches."""
+    ft, cfg = results.get('finetune', {}), results['config']
+    pssl = next((r['key'] for r in cfg.get('inits', []) if r.get('labels')
+                 and r['labels'].get('kind', 'generated') == 'generated' and not r['labels'].get('overrides')
+                 and not r.get('use_confidence')), None)
+    if pssl not in ft or 'paired' not in ft[pssl]:
+        return ''
+    labels = row_labels(results)
+    d = ft[pssl]['paired']
+    name, base = labels[pssl].split(' ')[0], labels[cfg['baseline']].split(' ')[0]
+    if d['resolved'] and d['mean'] > 0:
+        said = f'{name} beats {base}: {name} − {base} = {fmt_difference(d)}, the 95 % interval above 0'
+    elif d['resolved']:
+        said = f'{name} is worse than {base}: {name} − {base} = {fmt_difference(d)}'
+    else:
+        said = f'{name} does not resolvably beat {base}: {name} − {base} = {fmt_difference(d)}, the 95 % interval holds 0'
+    ceiling = cfg.get('ceiling')
+    if ceiling in ft and 'paired' in ft[ceiling]:
+        h = ft[ceiling]['paired']
+        cname = labels[ceiling].split(' ')[0]
+        share = f'{d["mean"] / h["mean"]:.0%}' if h['mean'] > 0 else 'no share (the ceiling is not above the baseline)'
+        said += (f'; it reaches {share} of {cname}\'s headroom over {base} ({cname} − {base} = {fmt_difference(h)}'
+                 + (')' if h['resolved'] else ', itself not resolved)'))
+    return said + f", over {d['n']} paired seeds."
+
+
+def dose_response(results):
+    """[(row key, label mIoU, paired difference)] of the pre-trained rows, and
+    the slope of target gain against label mIoU (None under 3 sources)."""
+    ft = results.get('finetune', {})
+    points = [(k, _label_miou(results, k), ft[k]['paired']) for k in row_labels(results)
+              if k in ft and 'paired' in ft[k] and _label_miou(results, k) is not None]
+    if len({round(p[1], 6) for p in points}) < 3:
+        return points, None
+    return points, slope_interval([p[1] for p in points], [p[2]['mean'] for p in points])
 
 
 def _md(results):
     lines = ['# PSSL controlled benchmark', '']
     ft = results.get('finetune', {})
     seeds = results['config']['seeds']
-    lines += [f'## Target test mIoU (mean ± std over seeds {seeds})', '',
-              '| initialisation | mIoU | per seed |', '|---|---|---|']
-    for key, label in INITS.items():
-        if key in ft:
-            r = ft[key]
-            per = ', '.join(f"{x['miou']:.3f}" for x in r['runs'])
-            lines.append(f"| {label} | {r['miou_mean']:.3f} ± {r['miou_std']:.3f} | {per} |")
+    lines += _finetune_lines(results, ft, f'## Target test mIoU over seeds {seeds}, paired by seed')
+    if verdict(results):
+        lines += ['', verdict(results)]
+    points, slope = dose_response(results)
+    if slope:
+        lines += ['', f"Dose-response over {slope['n']} label sources: target gain over the baseline = "
+                      f"{slope['intercept']:+.3f} + {slope['slope']:.3f} x label mIoU; per 0.1 label mIoU "
+                      f"{slope['slope'] / 10:+.4f} [{slope['low'] / 10:+.4f}, {slope['high'] / 10:+.4f}] "
+                      f"(95 %, r = {slope['r']:.2f})."]
+    for n, table in sorted((results.get('label_efficiency') or {}).items(), key=lambda kv: int(kv[0])):
+        lines += [''] + _finetune_lines(results, table, f'## Label efficiency: {n} labelled target images')
+    srcs = results.get('label_sources') or {}
+    if srcs:
+        lines += ['', '## Label sources (pre-training stores) against the exact masks', '',
+                  '| source | mIoU | foreground IoU | degradation strength |', '|---|---|---|---|']
+        lines += [f"| {k} | {v['miou']:.3f} | {v['fg_iou']:.3f} | {v.get('strength', '-')} |"
+                  for k, v in srcs.items()]
     pl = results.get('pseudo_labels', {})
     if pl:
         cut = pl['rule'][0] + (f" x{pl['rule'][1]}" if pl['rule'][0] == 'mean' else '')
@@ -51,6 +134,16 @@ def _md(results):
     if results.get('timings_s'):
         lines += ['', '## Time (s, 2 CPU cores)', '', '| step | s |', '|---|---|']
         lines += [f'| {k} | {v} |' for k, v in results['timings_s'].items()]
+    cpu = results.get('job_cpu_s') or {}
+    if cpu:
+        groups = {}
+        for job, value in cpu.items():
+            kind = next((k for k in ('classifier', 'labels', 'pretrain', 'finetune') if k in job), 'other')
+            count, total = groups.get(kind, (0, 0.0))
+            groups[kind] = (count + 1, total + (value or 0.0))
+        lines += ['', '## CPU seconds of the jobs (their own processes, whatever else ran)', '',
+                  '| jobs | count | CPU s | per job |', '|---|---|---|---|']
+        lines += [f'| {k} | {n} | {t:.0f} | {t / n:.0f} |' for k, (n, t) in groups.items()]
     return '\n'.join(lines) + '\n'
 
 
@@ -82,11 +175,13 @@ def _figure(results, examples, path):
                 ax.set_title(title, fontsize=9)
     half = cols // 2
     ft = results.get('finetune', {})
-    keys = [k for k in INITS if k in ft]
+    labels = row_labels(results)
+    keys = [k for k in labels if k in ft]
     ax = fig.add_subplot(grid[rows, :half - 1] if half > 1 else grid[rows, 0])
+    colors = ['#999999', '#6699cc', '#cc6633', '#dd9944', '#669966', '#aa66aa']
     ax.bar(range(len(keys)), [ft[k]['miou_mean'] for k in keys], yerr=[ft[k]['miou_std'] for k in keys],
-           color=['#999999', '#6699cc', '#cc6633', '#dd9944'][:len(keys)], capsize=3)
-    ax.set_xticks(range(len(keys)), [INITS[k].split(' ')[0] for k in keys])
+           color=[colors[i % len(colors)] for i in range(len(keys))], capsize=3)
+    ax.set_xticks(range(len(keys)), [labels[k].split(' ')[0] for k in keys])
     ax.set_ylabel('target test mIoU'), ax.set_ylim(0, 1)
     ax.set_title('fine-tuning (mean ± std over seeds)', fontsize=9)
     pl = results.get('pseudo_labels', {}).get('by_group', {})
@@ -103,10 +198,42 @@ def _figure(results, examples, path):
     plt.close(fig)
 
 
+def _dose_figure(results, path):
+    """Target gain over the baseline (paired mean, 95 % interval) against
+    label mIoU, one point per pre-trained row, with the fitted line."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    points, slope = dose_response(results)
+    labels = row_labels(results)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for key, x, d in points:
+        err = [[d['mean'] - d['low']], [d['high'] - d['mean']]] if d['low'] is not None else None
+        ax.errorbar([x], [d['mean']], yerr=err, fmt='o', capsize=3)
+        ax.annotate(labels[key].split(':')[0][:28], (x, d['mean']), fontsize=6, xytext=(3, 3),
+                    textcoords='offset points')
+    xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 20)
+    ax.plot(xs, slope['intercept'] + slope['slope'] * xs, 'k--', linewidth=1,
+            label=f"slope {slope['slope']:.3f} [{slope['low']:.3f}, {slope['high']:.3f}]")
+    ax.axhline(0, color='grey', linewidth=0.8)
+    ax.set_xlabel('pre-training label mIoU (against the exact masks)')
+    ax.set_ylabel(f"target mIoU − {labels[results['config']['baseline']].split(' ')[0]} (paired)")
+    ax.legend(fontsize=8, loc='upper left')
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'), suffix='.png')
+    plt.close(fig)
+
+
 def write_report(results, examples, out_dir):
-    atomic_write_text(os.path.join(out_dir, 'results.json'), json.dumps(results, indent=1, default=str))
-    atomic_write_text(os.path.join(out_dir, 'results.md'), _md(results))
-    _figure(results, examples, os.path.join(out_dir, 'figure.png'))
+    """<report_name>.json/.md and its figure (results: figure.png), plus
+    <report_name>_dose_response.png when three or more label sources were
+    pre-trained on."""
+    name = results['config'].get('report_name', 'results')
+    atomic_write_text(os.path.join(out_dir, f'{name}.json'), json.dumps(results, indent=1, default=str))
+    atomic_write_text(os.path.join(out_dir, f'{name}.md'), _md(results))
+    _figure(results, examples, os.path.join(out_dir, 'figure.png' if name == 'results' else f'{name}.png'))
+    if dose_response(results)[1]:
+        _dose_figure(results, os.path.join(out_dir, f'{name}_dose_response.png'))
 
 
 def append_extension(out_dir, name, table):

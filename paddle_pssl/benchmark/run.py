@@ -34,12 +34,31 @@ import numpy as np
 from ..config import load_yaml, merge_dicts, validate
 from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
 from ..utils.errors import PSSLError
-from .common import config_path, scaled, write_yaml
+from .common import config_path, scaled, source_id, write_yaml
 from .jobs import Job, job_done, run_jobs, tool
 
 
-# (a) needs nothing trained: its jobs can run beside the classifiers'
-RANDOM_INIT = {'a_random': {}}
+
+
+def collect_runs(metrics, baseline):
+    """{row: mean, std, runs, and its paired difference to ``baseline``} from
+    {(row, seed): metrics.json path}."""
+    from .stats import paired_difference
+    runs = {}
+    for (key, seed), path in sorted(metrics.items(), key=lambda kv: kv[0][1]):
+        with open(path) as f:
+            runs.setdefault(key, []).append(dict(json.load(f), seed=seed))
+    out = {key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
+                 'miou_std': float(np.std([r['miou'] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
+                 'runs': rs} for key, rs in runs.items()}
+    if baseline in out:
+        base = {r['seed']: r['miou'] for r in out[baseline]['runs']}
+        for key, row in out.items():
+            if key != baseline:
+                seeds = [r['seed'] for r in row['runs'] if r['seed'] in base]
+                row['paired'] = paired_difference(
+                    [r['miou'] for r in row['runs'] if r['seed'] in base], [base[s] for s in seeds])
+    return out
 
 
 class Benchmark:
@@ -50,12 +69,23 @@ class Benchmark:
         self.resume = resume
         self.log_dir = os.path.join(self.out, 'logs')
         self.timings = {}
+        self.cpu_s = {}   # job: CPU seconds of its processes
         self.results = {'config': self.cfg}
         self.finetuned_early = set()   # fine-tuning jobs already run beside the classifiers
+        self.inits = [dict(row, init=row.get('init', 'pretrained')) for row in self.cfg['inits']]
+        keys = [row['key'] for row in self.inits]
+        for role in ('baseline', 'ceiling'):
+            if self.cfg[role] not in keys and not (role == 'ceiling' and self.cfg[role] is None):
+                raise PSSLError(f"benchmark config: {role} {self.cfg[role]!r} is not a row of inits "
+                                f"({', '.join(keys)})")
+        if len(set(keys)) != len(keys):
+            raise PSSLError(f"benchmark config: inits: a key appears twice ({', '.join(keys)})")
 
     def run_jobs(self, jobs):
         """:func:`run_jobs` with this run's workers, log folder and resume flag."""
-        run_jobs(jobs, self.cfg['workers'], self.log_dir, self.resume, self.log)
+        cpu = run_jobs(jobs, self.cfg['workers'], self.log_dir, self.resume, self.log)
+        self.cpu_s.update(cpu)
+        return cpu
 
     def jobs_done(self, jobs):
         """True when resuming and every one of ``jobs`` finished before."""
@@ -80,9 +110,15 @@ class Benchmark:
         self.source = synthetic.make_source_set(
             os.path.join(data_dir, 'source'), s['num_classes'], scaled(s['images_per_class'], scale),
             s['image_size'], seed=self.cfg['seed'])
+        self.train_sizes = sorted({scaled(n, scale) for n in self.cfg['finetune']['train_sizes'] or []})
+        self.num_train = scaled(t['num_train'], scale)
+        # twice the labelled images are always drawn (nested subsets, one test split), so
+        # the label-efficiency sizes up to 2x use the very files of the main job and reuse its jobs
         self.target = synthetic.make_target_set(
-            os.path.join(data_dir, 'target'), t['num_classes'], scaled(t['num_train'], scale),
-            scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1)
+            os.path.join(data_dir, 'target'), t['num_classes'], max([2 * self.num_train, *self.train_sizes]),
+            scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1,
+            train_subsets=sorted({self.num_train, *self.train_sizes}))
+        self.target['train_path'] = self.target['train_subsets'][self.num_train]
 
     # 2 ---------------------------------------------------------------
     def train_classifiers(self):
@@ -100,7 +136,7 @@ class Benchmark:
             dirs[entry['label']] = save_dir
         # random-init fine-tuning needs no classifier: it fills the cores the
         # shorter classifier jobs leave idle
-        early, _ = self.finetune_jobs(RANDOM_INIT)
+        early, _ = self.finetune_jobs(self.init_overrides([r for r in self.inits if r['init'] == 'random']))
         self.run_jobs(dict(jobs, **early))
         self.finetuned_early = set(early)
         self.classifiers = []
@@ -117,35 +153,43 @@ class Benchmark:
         self.results['classifiers'] = self.classifiers
 
     # 3 ---------------------------------------------------------------
-    def generate_labels(self):
+    def generate_labels(self, label_root=None, overrides=None, name='labels'):
+        """Run the generator over the source set into ``label_root`` (default
+        ``labels/``, the main store, scored map by map; another root is a
+        generator variant with ``overrides``, scored as a store only)."""
         from ..datasets.classification_set import list_source
         from ..pseudo_labels.generate import PseudoLabelGenerator
+        main = label_root is None
+        label_root = label_root or os.path.join(self.out, 'labels')
         gen_cfg = load_yaml(config_path(self.cfg['pseudo_labels']))
-        self.label_root = os.path.join(self.out, 'labels')
         gen_cfg = merge_dicts(gen_cfg, {
             'seed': self.cfg['seed'],
             'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
-            'output': {'pssl_root': self.label_root}})
+            'output': {'pssl_root': label_root}})
         gen_cfg = merge_dicts(gen_cfg, self.cfg['pseudo_label_overrides'])
+        gen_cfg = merge_dicts(gen_cfg, overrides or {})
         gen_cfg['classifiers'] = [
             {'name': c['name'], 'label': c['label'], 'weights': c['weights'],
              'num_classes': c['num_classes'], 'input_size': c['input_size'],
              'output_stride': c['output_stride']} for c in self.classifiers]
-        self.label_cfg = gen_cfg
-        cfg_path = write_yaml(os.path.join(self.out, 'configs', 'pseudo_labels.yml'), gen_cfg)
+        cfg_path = write_yaml(os.path.join(self.out, 'configs', f"{'pseudo_labels' if main else name}.yml"),
+                              gen_cfg)
         workers = max(int(self.cfg['workers']), 1)
-        scores = [os.path.join(self.out, 'labels_scores', f'shard{i}.json') for i in range(workers)]
+        scores = [os.path.join(self.out, f'{name}_scores', f'shard{i}.json') for i in range(workers)]
         os.makedirs(os.path.dirname(scores[0]), exist_ok=True)
-        jobs = {f'labels_shard{i}': Job([['-m', 'paddle_pssl.benchmark.label_shard', cfg_path,
+        jobs = {f'{name}_shard{i}': Job([['-m', 'paddle_pssl.benchmark.label_shard', cfg_path,
                                           self.source['gt_root'], f'{i}/{workers}', scores[i],
-                                          str(self.cfg['examples'] if i == 0 else 0)]],
-                                        outputs=[self.label_root, scores[i]])
+                                          str(self.cfg['examples'] if main and i == 0 else 0)]],
+                                        outputs=[label_root, scores[i]])
                 for i in range(workers)}
-        if not self.jobs_done(jobs) and os.path.isdir(self.label_root):
+        if not self.jobs_done(jobs) and os.path.isdir(label_root):
             # shards score only what they write: all of them start again together
-            shutil.rmtree(self.label_root)
+            shutil.rmtree(label_root)
         self.run_jobs(jobs)
         PseudoLabelGenerator(gen_cfg, cfg_path).finalize()
+        if not main:
+            return
+        self.label_root, self.label_cfg = label_root, gen_cfg
         counters, written, dropped = {}, 0, {}
         for path in scores:
             with open(path) as f:
@@ -210,61 +254,120 @@ class Benchmark:
         return Job(commands), weights
 
     # 5 ---------------------------------------------------------------
+    def label_stores(self):
+        """The store of every label source a pretrained row names: the
+        generator's (``labels/``), generator variants, and stores made from
+        the exact masks (``label_sources``); each scored against the exact masks."""
+        from .label_sources import build_store
+        self.stores, quality = {}, {}
+        for row in self.inits:
+            spec = row.get('labels')
+            if not spec or source_id(row) in self.stores:
+                continue
+            sid = source_id(row)
+            if sid == 'generated':
+                root = self.label_root
+            elif spec['kind'] == 'generated':
+                root = os.path.join(self.out, f'labels_{sid}')
+                self.generate_labels(root, spec['overrides'], f'labels_{sid}')
+            else:
+                root = os.path.join(self.out, f'labels_{sid}')
+                build_store(root, spec, self.source, self.cfg['seed'])
+            self.stores[sid] = root
+            q = evaluate_store(root, self.source['gt_root'])
+            quality[sid] = {'miou': q['miou'], 'fg_iou': q['fg_iou'], 'store': root}
+            with open(os.path.join(root, 'manifest.json')) as f:
+                made = json.load(f).get('made_from') or {}
+            if 'strength' in made:
+                quality[sid]['strength'] = made['strength']
+        self.results['label_sources'] = quality
+
+    def pretrain_seeds(self):
+        return self.cfg['pretrain']['seeds'] or [self.cfg['seed']]
+
+    def pretrain_seed_of(self, seed):
+        """The pre-training seed the fine-tuning ``seed`` starts from."""
+        seeds = self.pretrain_seeds()
+        return seeds[self.cfg['seeds'].index(seed) % len(seeds)] if seed in self.cfg['seeds'] else seeds[0]
+
     def pretrain(self):
         iters = scaled(self.cfg['pretrain']['iters'], self.cfg['scale'])
         self.pretrained, jobs = {}, {}
-        for key, use_conf in (('c_pssl_class_weighted', False), ('c_pssl_pixel_weighted', True)):
-            jobs[f'pretrain_{key}'], self.pretrained[key] = self._job(
-                self.cfg['pretrain']['config'],
-                {'model': {'backbone': {'pretrained': self.backbone_weights}},
-                 'train_dataset': {'imagenet_root': self.source['image_root'], 'pssl_root': self.label_root,
-                                   'use_confidence': use_conf}},
-                os.path.join(self.out, 'pretrain', key), iters, self.cfg['seed'],
-                self.cfg['pretrain']['batch_size'])
+        for row in self.inits:
+            if row['init'] != 'pretrained':
+                continue
+            sid, use_conf = source_id(row), bool(row.get('use_confidence'))
+            for p in self.pretrain_seeds():
+                name = f"{sid}{'_pixel_weighted' if use_conf else ''}_seed{p}"
+                if f'pretrain_{name}' not in jobs:
+                    jobs[f'pretrain_{name}'], weights = self._job(
+                        self.cfg['pretrain']['config'],
+                        {'model': {'backbone': {'pretrained': self.backbone_weights}},
+                         'train_dataset': {'imagenet_root': self.source['image_root'],
+                                           'pssl_root': self.stores[sid], 'use_confidence': use_conf}},
+                        os.path.join(self.out, 'pretrain', name), iters, p, self.cfg['pretrain']['batch_size'])
+                self.pretrained.setdefault(row['key'], {})[p] = os.path.join(
+                    self.out, 'pretrain', name, f'iter_{iters}', 'model.pdparams')
         self.run_jobs(jobs)
 
     # 6 ---------------------------------------------------------------
-    def target_overrides(self):
+    def target_overrides(self, train_path=None):
         """Overrides that point a fine-tuning config at the target set."""
         data = {'dataset_root': self.target['dataset_root'], 'num_classes': self.target['num_classes']}
         return {'model': {'num_classes': self.target['num_classes']},
-                'train_dataset': dict(data, train_path=self.target['train_path']),
+                'train_dataset': dict(data, train_path=train_path or self.target['train_path']),
                 'val_dataset': dict(data, val_path=self.target['test_path'])}
 
-    def init_overrides(self):
-        """{INITS key: model overrides} for the four initialisations."""
-        return {**RANDOM_INIT,
-                'b_classifier_backbone': {'model': {'backbone': {'pretrained': self.backbone_weights}}},
-                'c_pssl_class_weighted': {'model': {'pretrained': self.pretrained['c_pssl_class_weighted']}},
-                'c_pssl_pixel_weighted': {'model': {'pretrained': self.pretrained['c_pssl_pixel_weighted']}}}
+    def init_overrides(self, rows=None):
+        """{row key: model overrides, or seed -> overrides} of the rows."""
+        out = {}
+        for row in rows or self.inits:
+            if row['init'] == 'random':
+                out[row['key']] = {}
+            elif row['init'] == 'backbone':
+                out[row['key']] = {'model': {'backbone': {'pretrained': self.backbone_weights}}}
+            else:
+                weights = self.pretrained[row['key']]
+                out[row['key']] = lambda seed, w=weights: {
+                    'model': {'pretrained': w[self.pretrain_seed_of(seed)]}}
+        return out
 
-    def finetune_jobs(self, inits, out=None, prefix=''):
+    def finetune_jobs(self, inits, out=None, prefix='', train_size=None):
         """({job name: Job}, {(init, seed): metrics path}) of fine-tuning from
-        each of ``inits`` ({key: model overrides}) at every seed, under
-        ``<out>/finetune`` (``out`` default: this run's folder); job names get
-        ``prefix`` (an extension's own)."""
+        each of ``inits`` ({key: model overrides, or a function of the seed})
+        at every seed, under ``<out>/finetune`` (``out`` default: this run's
+        folder), on ``train_size`` labelled images (default: the main size;
+        the batch size is at most that); job names get ``prefix`` (an
+        extension's own)."""
         iters = scaled(self.cfg['finetune']['iters'], self.cfg['scale'])
-        base = self.target_overrides()
+        size = '' if train_size in (None, self.num_train) else f'_n{train_size}'
+        base = self.target_overrides(self.target['train_subsets'][train_size] if size else None)
         jobs, metrics = {}, {}
         for seed, (key, override) in itertools.product(self.cfg['seeds'], inits.items()):
-            save_dir = os.path.join(out or self.out, 'finetune', f'{key}_seed{seed}')
-            jobs[f'{prefix}finetune_{key}_seed{seed}'], _ = self._job(
+            save_dir = os.path.join(out or self.out, 'finetune', f'{key}{size}_seed{seed}')
+            override = override(seed) if callable(override) else override
+            # a batch never holds more than the labelled images (PaddleSeg drops the last partial batch)
+            jobs[f'{prefix}finetune_{key}{size}_seed{seed}'], _ = self._job(
                 self.cfg['finetune']['config'], merge_dicts(base, override), save_dir, iters, seed,
-                self.cfg['finetune']['batch_size'], evaluate=True)
+                min(self.cfg['finetune']['batch_size'], train_size or self.num_train), evaluate=True)
             metrics[(key, seed)] = save_dir + '.metrics.json'
         return jobs, metrics
 
     def finetune(self):
         jobs, metrics = self.finetune_jobs(self.init_overrides())
+        sized = {}
+        size_rows = [r for r in self.inits if self.cfg['finetune']['size_inits'] is None
+                     or r['key'] in self.cfg['finetune']['size_inits']]
+        for n in self.train_sizes:
+            if n != self.num_train:
+                more, sized[n] = self.finetune_jobs(self.init_overrides(size_rows), train_size=n)
+                jobs.update(more)
         self.run_jobs({name: job for name, job in jobs.items() if name not in self.finetuned_early})
-        runs = {}
-        for (key, seed), path in metrics.items():
-            with open(path) as f:
-                runs.setdefault(key, []).append(dict(json.load(f), seed=seed))
-        self.results['finetune'] = {
-            key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
-                  'miou_std': float(np.std([r['miou'] for r in rs])), 'runs': rs}
-            for key, rs in runs.items()}
+        self.results['finetune'] = collect_runs(metrics, self.cfg['baseline'])
+        if self.train_sizes:
+            sized[self.num_train] = {k: v for k, v in metrics.items() if k[0] in {r['key'] for r in size_rows}}
+            self.results['label_efficiency'] = {
+                n: collect_runs(sized[n], self.cfg['baseline']) for n in sorted(sized)}
 
     def run_extension(self, name):
         """``paddle_pssl.benchmark.ext_<name>.run(benchmark)`` returns
@@ -285,12 +388,14 @@ class Benchmark:
         self._step('classifiers', self.train_classifiers)
         self._step('pseudo labels', self.generate_labels)
         self._step('backbone from classifier', self.backbone_init)
+        self._step('label sources', self.label_stores)
         self._step('PSSL pre-training', self.pretrain)
         self._step('fine-tuning', self.finetune)
         for name in self.cfg['extensions']:
             self._step(f'extension {name}', lambda n=name: self.run_extension(n))
         self.timings['total'] = round(time.time() - started, 1)
         self.results['timings_s'] = self.timings
+        self.results['job_cpu_s'] = self.cpu_s
         from .report import write_report
         write_report(self.results, self.examples, self.out)
         return self.results

@@ -226,15 +226,64 @@ def _mapping(value):
     return None if isinstance(value, dict) else 'must be a mapping'
 
 
+LABEL_KINDS = ('generated', 'exact', 'shuffled', 'degraded')
+DEGRADATIONS = ('erode', 'dilate', 'shift', 'blot', 'box')   # benchmark/label_sources.py
+INIT_KINDS = ('random', 'backbone', 'pretrained')
+
+
+def _label_source(spec):
+    kind = spec.setdefault('kind', 'generated')
+    if kind == 'degraded' and (spec.get('degrade') is None or spec.get('target_miou') is None):
+        return 'kind', 'degraded labels need degrade and target_miou'
+    if kind != 'degraded' and (spec.get('degrade') or spec.get('target_miou') is not None):
+        return 'kind', 'degrade and target_miou apply to kind degraded only'
+    if spec.get('overrides') and kind != 'generated':
+        return 'kind', 'overrides (of the generator config) apply to kind generated only'
+    return None
+
+
+def _init_row(row):
+    row.setdefault('init', 'pretrained')
+    if (row.get('init', 'pretrained') == 'pretrained') != (row.get('labels') is not None):
+        return 'init', 'init pretrained needs labels (and labels need init pretrained)'
+    return None
+
+
+# A row of the benchmark's table: how the segmentation model starts before
+# fine-tuning; 'pretrained' rows pre-train end to end on a label source.
+INIT_ROW = Block({
+    'key': Str(required=True), 'label': Str(required=True),
+    'init': Choice('pretrained', INIT_KINDS),
+    'labels': Block({
+        'kind': Choice('generated', LABEL_KINDS),
+        'overrides': Free(None, doc='kind generated: merged into the pseudo_labels config'),
+        'degrade': Choice(None, DEGRADATIONS), 'target_miou': Num(None, min=0, max=1),
+    }, fill=False, nullable=True, rules=(_label_source,)),
+    'use_confidence': Bool(False, doc='pixel-weighted loss (the store\'s confidence)'),
+}, fill=False, rules=(_init_row,))
+
+DEFAULT_INITS = [
+    {'key': 'a_random', 'label': '(a) random init', 'init': 'random'},
+    {'key': 'b_classifier_backbone', 'label': '(b) classifier backbone + random head', 'init': 'backbone'},
+    {'key': 'c_pssl_class_weighted', 'label': '(c) PSSL end-to-end, class-weighted loss',
+     'labels': {'kind': 'generated'}},
+    {'key': 'c_pssl_pixel_weighted', 'label': "(c') PSSL end-to-end, pixel-weighted loss",
+     'labels': {'kind': 'generated'}, 'use_confidence': True},
+    {'key': 'd_exact', 'label': '(d) ceiling: exact masks', 'labels': {'kind': 'exact'}},
+    {'key': 'e_shuffled', 'label': '(e) floor: exact masks of other images', 'labels': {'kind': 'shuffled'}},
+]
+
+
 BENCHMARK = Block({
     'seed': Int(0),
-    'seeds': Field([0, 1, 2], 'list', items='int', min_len=1),
+    'seeds': Field([0, 1, 2, 3, 4], 'list', items='int', min_len=1,
+                   doc='fine-tuning seeds: every row fine-tunes at each, paired by seed'),
     'scale': Num(1.0, above=0, doc='multiplies image counts and iterations'),
     'data': Block({
         'source': Block({'num_classes': Int(6, min=2), 'images_per_class': Int(40, min=1),
                          'image_size': Int(48, min=8)}),
-        'target': Block({'num_classes': Int(3, min=2), 'num_train': Int(16, min=1),
-                         'num_test': Int(48, min=1), 'image_size': Int(48, min=8)})}),
+        'target': Block({'num_classes': Int(3, min=2), 'num_train': Int(8, min=1),
+                         'num_test': Int(192, min=1), 'image_size': Int(48, min=8)})}),
     'classifiers': ListOf(Block({'label': Str(required=True), 'config': Str(required=True),
                                  'iters': Int(min=1)}, fill=False), default=[
         {'label': 'resnet18_vd', 'config': 'configs/classifiers/resnet18_vd_source.yml', 'iters': 40},
@@ -244,10 +293,21 @@ BENCHMARK = Block({
     'backbone_classifier': Str('resnet18_vd', doc='its weights initialise the segmentation backbone'),
     'pseudo_labels': Str('configs/benchmark/pseudo_labels.yml'),
     'pseudo_label_overrides': Free({}, check=_mapping, doc='merged into that config'),
+    'inits': ListOf(INIT_ROW, default=DEFAULT_INITS, min_len=1),
+    'baseline': Str('b_classifier_backbone', doc='the row every other is paired against'),
+    'ceiling': Str('d_exact', nullable=True, doc="its headroom over the baseline is the table's yardstick"),
+    'report_name': Str('results', doc='<name>.md/.json/.png under --out'),
     'pretrain': Block({'config': Str('configs/benchmark/pretrain_pssl.yml'),
-                       'iters': Int(80, min=1), 'batch_size': Int(8, min=1)}),
+                       'iters': Int(80, min=1), 'batch_size': Int(8, min=1),
+                       'seeds': Field(None, 'list', items='int', nullable=True, min_len=1,
+                                      doc="null: [seed]; the i-th fine-tuning seed starts from "
+                                          "pre-training seed seeds[i mod len]")}),
     'finetune': Block({'config': Str('configs/benchmark/finetune.yml'),
-                       'iters': Int(50, min=1), 'batch_size': Int(8, min=1)}),
+                       'iters': Int(50, min=1), 'batch_size': Int(8, min=1),
+                       'train_sizes': Field(None, 'list', items='int', nullable=True,
+                                            doc='label efficiency: numbers of labelled target images'),
+                       'size_inits': Field(None, 'list', items='str', nullable=True,
+                                           doc='rows fine-tuned at every train size (null: all)')}),
     'examples': Int(4, min=0),
     'workers': Int(2, min=1, doc='processes at once (Paddle uses one core per process here)'),
     'extensions': Field([], 'list', items='str', doc='e.g. [pmm, hfpl, mm_tuning]'),

@@ -171,14 +171,21 @@ def make_source_set(root, num_classes=6, images_per_class=50, image_size=64, see
 
 
 def make_target_set(root, num_classes=3, num_train=24, num_test=60, image_size=64, seed=1,
-                    shapes=SHAPES[8:], min_scale=0.3, max_scale=0.7, max_objects=3):
+                    shapes=SHAPES[8:], min_scale=0.3, max_scale=0.7, max_objects=3, train_subsets=()):
     """Segmentation set in PaddleSeg's ``Dataset`` layout: ``images/``,
     ``labels/`` (0 = background, 1..num_classes = objects), ``train.txt``,
-    ``test.txt``. Returns the paths and ``num_classes`` (+1 for background)."""
-    rng = np.random.default_rng(seed)
+    ``test.txt``. Returns the paths and ``num_classes`` (+1 for background).
+
+    The test split is drawn from its own generator, so it stays the same
+    whatever ``num_train`` is. ``train_subsets``: sizes n of nested training
+    subsets (the first n training images), listed in ``train_n<n>.txt``."""
+    classes = class_table(num_classes, np.random.default_rng(seed), shapes, hue_offset=15.0)
     photos = background_photos()
-    classes = class_table(num_classes, rng, shapes, hue_offset=15.0)
-    for split, count in (('train', num_train), ('test', num_test)):
+    out = {'dataset_root': root, 'train_path': os.path.join(root, 'train.txt'),
+           'test_path': os.path.join(root, 'test.txt'), 'num_classes': num_classes + 1,
+           'classes': classes, 'train_subsets': {}}
+    for split, count, rng in (('train', num_train, np.random.default_rng([seed, 1])),
+                              ('test', num_test, np.random.default_rng([seed, 2]))):
         lines = []
         for i in range(count):
             image = background(photos, image_size, image_size, rng)
@@ -193,6 +200,11 @@ def make_target_set(root, num_classes=3, num_train=24, num_test=60, image_size=6
             _png(os.path.join(root, 'labels', name + '.png'), label)
             lines.append(f'images/{name}.png labels/{name}.png')
         atomic_write_text(os.path.join(root, f'{split}.txt'), ''.join(f'{x}\n' for x in lines))
-    return {'dataset_root': root, 'train_path': os.path.join(root, 'train.txt'),
-            'test_path': os.path.join(root, 'test.txt'), 'num_classes': num_classes + 1,
-            'classes': classes}
+        if split == 'train':
+            for n in train_subsets:
+                if not 1 <= n <= count:
+                    raise ValueError(f'train subset of {n} images from {count}')
+                path = os.path.join(root, f'train_n{n}.txt')
+                atomic_write_text(path, ''.join(f'{x}\n' for x in lines[:n]))
+                out['train_subsets'][n] = path
+    return out

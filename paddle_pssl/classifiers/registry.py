@@ -20,8 +20,8 @@ Interface::
     EfficientNet-Lite also a legacy torch ``.pth``. URLs are refused: nothing
     is downloaded at run time.
 ``output_stride``
-    32 (the architecture's own), or 16 / 8 for PaddleClas ResNet and
-    MobileNetV3 (see :mod:`.output_stride`).
+    32 (the architecture's own), or 16 / 8 for EfficientNet-Lite, PaddleClas
+    ResNet and MobileNetV3 (see :mod:`.output_stride`).
 
 :class:`Classifier` (a dataclass) is the one description of a classifier in
 this project; the explainers take it directly:
@@ -72,7 +72,7 @@ from .default_cfgs import (DEFAULT_CFGS, IMAGENET_MEAN, IMAGENET_STD, default_cf
                            resize_short_for)
 from .efficientnet_lite import efficientnet_lite
 from .imagenet import imagenet1k_class_names
-from .output_stride import build_paddleclas
+from .output_stride import build_paddleclas, dilate_efficientnet_lite
 from .preprocess import normalize_rgb, pixel_units, preprocess_images
 from .weights import check_local_weights_path, load_pdparams_strict
 
@@ -226,8 +226,6 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
     cfg = default_cfg(name, input_size)
     lite = lite_key(name)
     if lite is not None:
-        if output_stride != 32:
-            raise ValueError("output_stride %r: EfficientNet-Lite runs at 32 only" % (output_stride,))
         if weights is None:
             model = efficientnet_lite(lite, pretrained=True, num_classes=num_classes)
         elif _is_random(weights):
@@ -235,6 +233,8 @@ def build_classifier(name: str, weights=None, num_classes: int = 1000,
         else:
             model = efficientnet_lite(lite, pretrained=True, num_classes=num_classes,
                                       weights_path=weights)
+        if output_stride != 32:
+            dilate_efficientnet_lite(model, output_stride)
         return Classifier(model=model, name=lite,
                           feature_layer_name=feature_layer_name or model.feature_layer_name,
                           input_size=cfg.input_size, resize_short=cfg.resize_short,

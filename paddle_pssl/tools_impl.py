@@ -89,7 +89,8 @@ def train_main(argv=None):
           keep_checkpoint_max=args.keep_checkpoint_max,
           test_config=cfg.test_config, precision=args.precision,
           amp_level=args.amp_level, profiler_options=args.profiler_options,
-          to_static_training=cfg.to_static_training)
+          to_static_training=cfg.to_static_training,
+          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop')
 
 
 def val_main(argv=None):
@@ -256,6 +257,9 @@ def eval_labels_main(argv=None):
     result = evaluate_store(args.pssl_root, args.gt_root)
     print(f"images {result['images']}  mIoU {result['miou']:.4f}  fg IoU {result['fg_iou']:.4f}"
           + (f"  (no GT for {len(result['missing_gt'])})" if result['missing_gt'] else ''))
+    if result['bad_labels']:
+        print(f"bad label files left out: {len(result['bad_labels'])}, first: "
+              f"{next(iter(result['bad_labels'].values()))}")
     if args.save_json:
         from .utils.io import atomic_write_text
         atomic_write_text(args.save_json, json.dumps(

@@ -140,3 +140,39 @@ def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.
     mask = pseudo_mask(posterior, method, value)
     confidence = np.maximum(posterior, 1.0 - posterior).astype(np.float32)
     return posterior, mask, confidence
+
+
+# The working resolution's bound, as the long side in pixels. The explainers'
+# maps, the consensus and PMM work at most at this size: the generator shrinks
+# a larger image to it (INTER_AREA) right after reading, and brings only its
+# mask and confidence back to the image's own size (:func:`upscale_nearest`).
+# Images whose long side is at most this are labelled exactly as before (the
+# bound is above the few thousand pixels a side of the largest ImageNet
+# photos). Memory per image is then bounded by the decoded image and the
+# full-size uint8 mask and float16 confidence.
+WORK_MAX_SIDE = 4096
+_UPSCALE_ROWS = 512
+
+
+def working_shape(shape):
+    """(h, w) of the working resolution for an image of ``shape`` (H, W)."""
+    scale = WORK_MAX_SIDE / max(shape[:2])
+    if scale >= 1:
+        return tuple(shape[:2])
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def upscale_nearest(small, shape, dtype):
+    """``small`` [h, w] brought to ``shape`` (H, W) by nearest neighbour (pixel
+    centres) as one ``dtype`` array: columns first (an [h, W] array), then
+    rows copied a block at a time, so no full-size temporary is made."""
+    (h, w), (height, width) = small.shape[:2], shape
+
+    def index(n, size):
+        return np.minimum(((np.arange(n) + 0.5) * size / n).astype(np.int64), size - 1)
+    rows = index(height, h)
+    wide = np.take(small.astype(dtype, copy=False), index(width, w), axis=1)
+    out = np.empty((height, width), dtype)
+    for y in range(0, height, _UPSCALE_ROWS):
+        np.take(wide, rows[y:y + _UPSCALE_ROWS], axis=0, out=out[y:y + _UPSCALE_ROWS])
+    return out

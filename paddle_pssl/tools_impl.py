@@ -5,6 +5,7 @@ import os
 
 from .utils.cli import ArgumentParser, add_config_args, setup_runtime
 from .config import load_config, load_yaml
+from .datasets.target_labels import check_target_labels
 from .utils.errors import PSSLError
 
 
@@ -66,7 +67,7 @@ def train_main(argv=None):
     builder = _builder(cfg, args.cfg)
     utils.show_cfg_info(cfg)
     model = utils.convert_sync_batchnorm(builder.model, args.device)
-    train_dataset = builder.train_dataset
+    train_dataset = check_target_labels(builder.train_dataset)
     if 'mm_tuning' in cfg.dic:
         # Mix-and-Match tuning stage: a triplet loss on the backbone, not a segmentation loss
         from .mm_tuning.train import train_mm
@@ -75,7 +76,7 @@ def train_main(argv=None):
                         use_vdl=args.use_vdl, resume_model=args.resume_model,
                         log_iters=args.log_iters, save_interval=args.save_interval,
                         keep_checkpoint_max=args.keep_checkpoint_max)
-    val_dataset = builder.val_dataset if args.do_eval else None
+    val_dataset = check_target_labels(builder.val_dataset) if args.do_eval else None
     if args.do_eval and val_dataset is None:
         raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')
     optimizer = builder.optimizer
@@ -109,15 +110,15 @@ def val_main(argv=None):
     args = p.parse_args(argv)
     _check_counts(args, {'num_workers': 0})
 
-    from paddleseg.core import evaluate
     from paddleseg.utils import utils
+    from .core.evaluate import evaluate
     _check_model_path(args.model_path, '--model_path')
     cfg = load_config(args.cfg, opts=args.opts)
     setup_runtime(args.device)
     builder = _builder(cfg, args.cfg)
     model = builder.model
     utils.load_entire_model(model, args.model_path)
-    val_dataset = builder.val_dataset
+    val_dataset = check_target_labels(builder.val_dataset)
     test_config = dict(cfg.test_config)
     test_config.update(aug_eval=args.aug_eval, scales=args.scales,
                        flip_horizontal=args.flip_horizontal,

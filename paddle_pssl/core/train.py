@@ -42,6 +42,7 @@ import types
 import paddle
 
 from ..datasets.pssl import SAMPLE_FILE, raise_sample_error
+from .evaluate import checked_evaluation
 from ..utils.checkpoint import Checkpoints, checkpoint_iteration, require_fit, require_complete
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
@@ -66,9 +67,9 @@ def _loss_list(logits_list, losses, data):
     pixel_weight = data.get('weight')
     if len(logits_list) != len(losses['types']):
         # PaddleSeg's check_logits_losses says this in a RuntimeError at iter 1
-        raise PSSLError(f"loss.types has {len(losses['types'])} entries, the model returns "
-                        f'{len(logits_list)} outputs (main head and auxiliary heads): give '
-                        'loss.types and loss.coef one entry per output')
+        raise PSSLError(f"loss.types and loss.coef give {len(losses['types'])} loss(es), the "
+                        f'model returns {len(logits_list)} output(s) (main head, then auxiliary '
+                        'heads): give loss.types and loss.coef one entry per output')
     if pixel_weight is None:
         return seg_train_module.loss_computation(logits_list, labels, edges,
                                                  losses)
@@ -231,7 +232,8 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     loop_paddle = _LoopPaddle(checkpoints, unit)
     seg_train_module.paddle = loop_paddle
     try:
-        seg_train_module.train(model, train_dataset, **kwargs)
+        with checked_evaluation(kwargs.get('val_dataset')):
+            seg_train_module.train(model, train_dataset, **kwargs)
     finally:
         loop_paddle.abort()
         seg_train_module.paddle = paddle

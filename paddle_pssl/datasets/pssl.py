@@ -172,6 +172,11 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         return self._sample(image, label, None)
 
 
+def hand_off_error(error):
+    """The ``SAMPLE_ERROR`` entry of a sample: '' or the one-line error."""
+    return f'{_PSSL}{error}' if error else ''
+
+
 def raise_sample_error(batch):
     """Raise the first error a batch carries from
     :meth:`WeightedPSSLDataset.__getitem__` (a no-op for other batches):

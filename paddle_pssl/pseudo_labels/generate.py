@@ -153,8 +153,8 @@ class PseudoLabelGenerator:
         source.synsets), and a K-class one a source of K classes."""
         names, synsets = self.class_names, self.cfg['source']['synsets']
         shown = ', '.join(names[:3]) + (', ...' if len(names) > 3 else '')
-        own = 'or train a classifier on this source with tools/train_cls.py and give its ' \
-              'weights and num_classes'
+        own = 'train a classifier on this source with tools/train_cls.py (then give its ' \
+              'weights and num_classes here)'
         for i, entry in enumerate(self.cfg['classifiers']):
             key = f"{self.config_path}: classifiers.{i} ({entry['name']})"
             count = entry.get('num_classes') or 1000
@@ -165,7 +165,7 @@ class PseudoLabelGenerator:
                     raise PSSLError(f'{key} explains the 1000 ImageNet classes, but the source has '
                                     f'{len(names)} classes ({shown}) without ImageNet ids: give '
                                     f'the 1000 ImageNet wnids in source.synsets (line = class id), '
-                                    f'{own}')
+                                    f'or {own}')
             elif count != len(names):
                 raise PSSLError(f'{key} has {count} outputs, the source has {len(names)} '
                                 f'classes ({shown}): its class ids would name other classes; '

@@ -549,7 +549,7 @@ def _huge_source(tmp_path):
 @pytest.mark.parametrize('budget, labelled', [(ADDRESS_SPACE_BUDGET, 3), (600, 2)])
 def test_a_huge_image_in_bounded_memory(tmp_path, budget, labelled):
     """Under an address-space limit, a 150-megapixel image is labelled at its
-    own size (the consensus at 4096 px) or, with too little room, skipped
+    own size (the consensus at 2048 px) or, with too little room, skipped
     with its reason; the ordinary images of its batch are labelled either way."""
     source = _huge_source(tmp_path)
     out = tmp_path / 'labels'
@@ -568,7 +568,7 @@ def test_a_huge_image_in_bounded_memory(tmp_path, budget, labelled):
     assert len(labels) == labelled
     huge = 'train/n00000967/n00000967_0.png_eiseg.npz'
     if labelled == 3:
-        assert labels[huge].shape == HUGE and 'labelled at 4096x2731' in output
+        assert labels[huge].shape == HUGE and 'labelled at 2048x1365' in output
     else:
         assert huge not in labels
         assert 'n00000967_0.png: 15000x10000 image: out of memory while' in output

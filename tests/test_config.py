@@ -402,3 +402,16 @@ def test_builder_errors_behind_kwargs_name_the_key_path():
     assert str(explain_build_error(wrapped, dic, 'c.yml')) == \
         'c.yml: model.backbone.depht: unknown argument of B'
     assert explain_build_error(RuntimeError('something else'), dic, 'c.yml') is None
+
+
+def test_opts_take_yaml_flow_lists_and_mappings():
+    from paddle_pssl.config import parse_opt
+    assert parse_opt('a.t=[{type: Resize, target_size: [32, 32]}, {type: Normalize}]') == (
+        ['a', 't'], [{'type': 'Resize', 'target_size': [32, 32]}, {'type': 'Normalize'}])
+    assert parse_opt('a={x: 1, y: [2]}') == (['a'], {'x': 1, 'y': [2]})
+    assert parse_opt('a=[1, 2]') == (['a'], [1, 2]) and parse_opt('lr=1e-3') == (['lr'], 0.001)
+    # a flow value the shell split at its spaces is joined again
+    assert apply_opts({}, ['t=[{type:', 'Resize,', 'target_size:', '[8,', '8]}]', 'n=2']) == {
+        't': [{'type': 'Resize', 'target_size': [8, 8]}], 'n': 2}
+    with pytest.raises(PSSLError, match=r"^--opts a\.t: '\[\{type: Resize' is not a valid YAML list"):
+        parse_opt('a.t=[{type: Resize')

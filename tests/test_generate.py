@@ -217,3 +217,46 @@ def test_boundary_f_score_by_hand():
     far[0:3, 0:3] = 1
     assert boundary_f_score(far, gt, tolerance=1) == pytest.approx(0.0)
     assert boundary_f_score(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_label_checks_by_hand(tmp_path):
+    """What the store refuses where labels are read, in one line naming the file."""
+    assert store.mask_problem(np.array([[0, 1]], np.uint8)) is None
+    assert store.mask_problem(np.array([[0, 1]], bool)) is None
+    assert 'the value 255' in store.mask_problem(np.array([[0, 255]], np.uint8))
+    assert 'a 0/255 mask?' in store.mask_problem(np.array([[0, 255]], np.uint8))
+    assert 'the value -1' in store.mask_problem(np.array([[0, -1]], np.int64))
+    assert 'dtype float32' in store.mask_problem(np.array([[0, 1]], np.float32))
+    for dtype in (np.float16, np.float32):
+        assert store.confidence_problem(np.array([0, 0.5, 1], dtype)) is None
+        assert 'nan' in store.confidence_problem(np.array([0.5, np.nan], dtype))
+        assert 'inf' in store.confidence_problem(np.array([0.5, np.inf], dtype))
+        assert 'outside [0, 1]' in store.confidence_problem(np.array([0.5, 1.5], dtype))
+        assert 'outside [0, 1]' in store.confidence_problem(np.array([0.5, -0.25], dtype))
+    path = str(tmp_path / 'a.JPEG_eiseg.npz')
+    np.savez(path, arr_0=np.array([[0, 255]], np.uint8))
+    with pytest.raises(PSSLError, match=f'^{path}: arr_0 holds the value 255'):
+        store.read_label(path)
+
+
+def test_write_label_keeps_its_bits_and_copies_nothing_it_need_not(tmp_path):
+    """The no-copy paths (uint8 0/1 mask, float16 confidence in [0, 1]) write
+    what the converting path writes."""
+    rng = np.random.default_rng(0)
+    mask, confidence = rng.random((30, 40)) > 0.5, rng.random((30, 40)).astype(np.float32)
+    store.write_label(str(tmp_path / 'a.npz'), mask, confidence)
+    store.write_label(str(tmp_path / 'b.npz'), mask.astype(np.uint8), confidence.astype(np.float16))
+    a, b = np.load(tmp_path / 'a.npz'), np.load(tmp_path / 'b.npz')
+    for key in ('arr_0', 'confidence'):
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key])
+
+
+def test_working_resolution_and_nearest_upscale():
+    assert cons.working_shape((4096, 3000)) == (4096, 3000)          # kept: labelled as before
+    assert cons.working_shape((8165, 12247)) == (1365, 2048)
+    small = np.arange(6, dtype=np.float32).reshape(2, 3)
+    big = cons.upscale_nearest(small, (5, 7), np.float16)
+    rows = np.minimum(((np.arange(5) + 0.5) * 2 / 5).astype(int), 1)
+    cols = np.minimum(((np.arange(7) + 0.5) * 3 / 7).astype(int), 2)
+    assert big.dtype == np.float16 and np.array_equal(big, small[rows][:, cols].astype(np.float16))
+    assert np.array_equal(cons.upscale_nearest(small, (2, 3), np.float32), small)

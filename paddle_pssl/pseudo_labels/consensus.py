@@ -142,23 +142,26 @@ def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.
     return posterior, mask, confidence
 
 
-# The working resolution's bound, as the long side in pixels. The explainers'
-# maps, the consensus and PMM work at most at this size: the generator shrinks
-# a larger image to it (INTER_AREA) right after reading, and brings only its
-# mask and confidence back to the image's own size (:func:`upscale_nearest`).
-# Images whose long side is at most this are labelled exactly as before (the
-# bound is above the few thousand pixels a side of the largest ImageNet
-# photos). Memory per image is then bounded by the decoded image and the
-# full-size uint8 mask and float16 confidence.
+# The working resolution. An image whose long side is at most WORK_MAX_SIDE
+# is labelled at its own size, exactly as before the bound existed (the bound
+# is above the few thousand pixels a side of the largest ImageNet photos). A
+# larger one is shrunk (INTER_AREA, decoded at 1/2..1/8 where OpenCV can) to a
+# long side of HUGE_WORK_SIDE right after reading: the explainers' maps, the
+# consensus and PMM work at that size, and only its mask and confidence are
+# brought back to the image's own size (:func:`upscale_nearest`) to be
+# written. The maps come from classifiers that see 224-448 px, so nothing of
+# them is lost at 2048 px. Memory for such an image is then the decode, the
+# working-size consensus and the full-size uint8 mask and float16 confidence.
 WORK_MAX_SIDE = 4096
+HUGE_WORK_SIDE = 2048
 _UPSCALE_ROWS = 512
 
 
 def working_shape(shape):
     """(h, w) of the working resolution for an image of ``shape`` (H, W)."""
-    scale = WORK_MAX_SIDE / max(shape[:2])
-    if scale >= 1:
+    if max(shape[:2]) <= WORK_MAX_SIDE:
         return tuple(shape[:2])
+    scale = HUGE_WORK_SIDE / max(shape[:2])
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 

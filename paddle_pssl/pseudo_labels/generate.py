@@ -18,6 +18,13 @@ weights' content), the explainers and the consensus (its ``pmm`` block only
 with ``postprocess: pmm``); ``output.*`` does not: seeds are per image, and
 batch sizes 1 and 4 gave bit-identical labels for CAM, SmoothGrad and LIME.
 The source is identified by image_root and a digest of its (path, class) list.
+
+A run whose classifiers cannot know the source's classes is refused before
+any work (:meth:`PseudoLabelGenerator._check_classes`). Images above
+``consensus.WORK_MAX_SIDE`` pixels a side are labelled at a bounded working
+resolution and written at their own size (see :mod:`.consensus`); one that
+still runs out of memory is skipped with its reason, the rest of its batch
+labelled.
 """
 import hashlib
 import os
@@ -102,9 +109,10 @@ def _read_rgb(item):
 
 
 def _read_working(item):
-    bgr, note = read_image_any(item.image_path, max_side=cons.WORK_MAX_SIDE)
-    size = image_size(item.image_path) if max(bgr.shape[:2]) >= cons.WORK_MAX_SIDE else None
-    full = (size[1], size[0]) if size else bgr.shape[:2]
+    size = image_size(item.image_path)   # the header only
+    huge = size is not None and max(size) > cons.WORK_MAX_SIDE
+    bgr, note = read_image_any(item.image_path, reduce_to=cons.HUGE_WORK_SIDE if huge else None)
+    full = (size[1], size[0]) if huge else bgr.shape[:2]
     work = cons.working_shape(full)
     if work != full:   # the full image is freed here
         bgr = cv2.resize(bgr, work[::-1], interpolation=cv2.INTER_AREA)
@@ -353,7 +361,7 @@ class PseudoLabelGenerator:
             stats['worked_at'] = [image.shape[1], image.shape[0]]
             from paddleseg.utils import logger
             logger.info(f'{item.image_path}: {full[1]}x{full[0]} pixels, labelled at '
-                        f'{image.shape[1]}x{image.shape[0]} (long side {cons.WORK_MAX_SIDE}), '
+                        f'{image.shape[1]}x{image.shape[0]} (above {cons.WORK_MAX_SIDE} px a side), '
                         f'written at full size')
             mask = cons.upscale_nearest(mask, full, np.uint8)
             confidence = cons.upscale_nearest(np.clip(confidence, 0, 1).astype(np.float16), full,

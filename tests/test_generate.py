@@ -260,3 +260,20 @@ def test_working_resolution_and_nearest_upscale():
     cols = np.minimum(((np.arange(7) + 0.5) * 3 / 7).astype(int), 2)
     assert big.dtype == np.float16 and np.array_equal(big, small[rows][:, cols].astype(np.float16))
     assert np.array_equal(cons.upscale_nearest(small, (2, 3), np.float32), small)
+
+
+def test_images_up_to_the_bound_are_read_as_before(tmp_path):
+    """An image of WORK_MAX_SIDE px a side reaches the explainers exactly as
+    read_image_any + RGB gave it before the bound existed; one pixel more is
+    shrunk to HUGE_WORK_SIDE, its file size kept for the written label."""
+    from paddle_pssl.pseudo_labels.generate import _read_rgb
+    from paddle_pssl.datasets.classification_set import SourceItem
+    from paddle_pssl.utils.io import read_image_any
+    rng = np.random.default_rng(0)
+    for width, work in ((cons.WORK_MAX_SIDE, cons.WORK_MAX_SIDE), (cons.WORK_MAX_SIDE + 1, cons.HUGE_WORK_SIDE)):
+        path = str(tmp_path / f'{width}.JPEG')
+        cv2.imwrite(path, rng.integers(0, 255, (64, width, 3), np.uint8))
+        image, note, full = _read_rgb(SourceItem(path, f'train/x/{width}.JPEG', 0, 'x'))
+        assert full == (64, width) and image.shape[1] == work and note == ''
+        if width == work:
+            assert np.array_equal(image, cv2.cvtColor(read_image_any(path)[0], cv2.COLOR_BGR2RGB))

@@ -1,6 +1,8 @@
 """Time per training iteration: the project's trainer (paddle_pssl.core.train,
 pixel weights routed to the loss) vs paddleseg.core.train, same config, data,
-seed and batch, measured in one run.
+seed and batch, measured in one run; and the project's trainer with the
+label store's per-sample checks (0/1 mask, finite confidence in [0, 1]) on
+vs off.
 
 Per-iteration time is (T(n_long) - T(n_short)) / (n_long - n_short) for each
 trainer, so the fixed start-up and end costs (data loader start, FLOPs count,
@@ -50,6 +52,33 @@ def timed_run(trainer, cfg_path, iters, batch_size, seed, save_dir):
     return time.perf_counter() - start
 
 
+def without_label_checks(*args, **kwargs):
+    """paddle_pssl.core.train with the store's label checks switched off."""
+    from paddle_pssl.pseudo_labels import store
+    saved = store.mask_problem, store.confidence_problem
+    store.mask_problem = store.confidence_problem = lambda *a: None
+    try:
+        return pssl_train(*args, **kwargs)
+    finally:
+        store.mask_problem, store.confidence_problem = saved
+
+
+def check_cost(work, repeats=200):
+    """Seconds per sample of the two label checks on an ImageNet-sized
+    (500x375) label with a confidence, read as the dataset reads it."""
+    import numpy as np
+    from paddle_pssl.pseudo_labels import store
+    rng = np.random.default_rng(0)
+    path = os.path.join(work, 'imagenet_size.JPEG_eiseg.npz')
+    store.write_label(path, rng.random((375, 500)) > 0.5, rng.random((375, 500)))
+    mask, confidence = store.read_label(path)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        store.mask_problem(mask)
+        store.confidence_problem(confidence)
+    return (time.perf_counter() - start) / repeats
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model', default='deeplabv3_resnet50_vd')
@@ -74,7 +103,8 @@ def main():
                 'transforms': [{'type': 'RandomPaddingCrop', 'crop_size': [args.crop, args.crop],
                                 'label_padding_value': 1001}, {'type': 'Normalize'}]}}, f)
 
-    trainers = {'paddleseg.core.train': seg_train, 'paddle_pssl.core.train': pssl_train}
+    trainers = {'paddleseg.core.train': seg_train, 'paddle_pssl.core.train': pssl_train,
+                'paddle_pssl, no label checks': without_label_checks}
     per_iter = {name: [] for name in trainers}
     timed_run(pssl_train, cfg_path, 1, args.batch_size, 0, os.path.join(work, 'warm'))  # warm-up
     for r in range(args.repeats):
@@ -89,9 +119,15 @@ def main():
     print(f'model {args.model}, crop {args.crop}, batch {args.batch_size}, '
           f'{args.repeats} repeats, CPU threads as configured')
     for name, values in per_iter.items():
-        print(f'  {name:24s} median {med[name]:.3f} s/iter  ({", ".join(f"{v:.3f}" for v in values)})')
+        print(f'  {name:30s} median {med[name]:.3f} s/iter  ({", ".join(f"{v:.3f}" for v in values)})')
     ratio = med['paddle_pssl.core.train'] / med['paddleseg.core.train']
     print(f'ratio project/paddleseg = {ratio:.3f}  (goal <= 1.05)')
+    checks = med['paddle_pssl.core.train'] / med['paddle_pssl, no label checks']
+    print(f'ratio label checks on/off = {checks:.3f}  (goal <= 1.02)')
+    per_sample = check_cost(work)
+    share = per_sample * args.batch_size / med['paddle_pssl.core.train']
+    print(f'label checks on a 500x375 label with confidence: {per_sample * 1e6:.0f} us per sample, '
+          f'{share:.4%} of this step at batch {args.batch_size}')
 
 
 if __name__ == '__main__':

@@ -23,6 +23,7 @@ TOOLS = {
     'infer': ('paddle_pssl.deploy.infer', 'infer_main'),
     'benchmark': ('paddle_pssl.benchmark.cli', 'benchmark_main'),
     'inspect': ('paddle_pssl.pseudo_labels.inspect', 'inspect_main'),
+    'convert_cls': ('paddle_pssl.classifiers.convert', 'convert_main'),
 }
 
 

@@ -105,6 +105,8 @@ if PADDLE3:
 # allow-list reader, and a ``pretrained:`` URL is fetched by PaddleSeg's
 # downloader with the guards of ``paddle_pssl.utils.fetch``.
 import importlib  # noqa: E402
+import os  # noqa: E402
+from urllib.parse import urlparse  # noqa: E402
 
 from .utils.fetch import fetch_pretrained  # noqa: E402
 from .utils.safe_load import SafeLoadPaddle  # noqa: E402
@@ -117,3 +119,30 @@ for _name in ('paddleseg.utils.utils', 'paddleseg.models.backbones.vision_transf
 # global for ``load_pretrained_model``
 for _name in ('paddleseg.utils', 'paddleseg.utils.utils'):
     importlib.import_module(_name).download_pretrained_model = fetch_pretrained
+
+
+# Shim for paddleseg 2.8.0's ``load_pretrained_model`` (all Paddle versions):
+# it loads by shape and, when nothing fits (another model's file, or a
+# classifier's weights given as ``backbone.pretrained``), logs one line per
+# parameter and "There are 0/115 variables loaded", then training goes on
+# from random weights. Its behaviour stays (skip and log); a local file that
+# fits almost none of the model's parameters is refused first, in one line
+# (:func:`paddle_pssl.utils.checkpoint.require_pretrained_fit`).
+from .utils.checkpoint import require_pretrained_fit  # noqa: E402
+from .utils.safe_load import safe_load  # noqa: E402
+
+_seg_utils = importlib.import_module('paddleseg.utils.utils')
+_load_pretrained_model = _seg_utils.load_pretrained_model
+
+
+def load_pretrained_model(model, pretrained_model):
+    if isinstance(pretrained_model, str) and urlparse(pretrained_model).netloc:
+        pretrained_model = fetch_pretrained(pretrained_model)
+    if isinstance(pretrained_model, str) and os.path.isfile(pretrained_model):
+        # a segmentation model has a backbone; a backbone is one
+        key = 'model.pretrained' if hasattr(model, 'backbone') else 'backbone.pretrained'
+        require_pretrained_fit(pretrained_model, safe_load(pretrained_model), model, key)
+    return _load_pretrained_model(model, pretrained_model)
+
+
+_seg_utils.load_pretrained_model = load_pretrained_model

@@ -5,6 +5,7 @@ import os
 
 from .utils.cli import ArgumentParser, add_config_args, setup_runtime
 from .config import load_config, load_yaml
+from .datasets.target_labels import check_target_labels
 from .utils.errors import PSSLError
 
 
@@ -66,7 +67,7 @@ def train_main(argv=None):
     builder = _builder(cfg, args.cfg)
     utils.show_cfg_info(cfg)
     model = utils.convert_sync_batchnorm(builder.model, args.device)
-    train_dataset = builder.train_dataset
+    train_dataset = check_target_labels(builder.train_dataset)
     if 'mm_tuning' in cfg.dic:
         # Mix-and-Match tuning stage: a triplet loss on the backbone, not a segmentation loss
         from .mm_tuning.train import train_mm
@@ -75,7 +76,7 @@ def train_main(argv=None):
                         use_vdl=args.use_vdl, resume_model=args.resume_model,
                         log_iters=args.log_iters, save_interval=args.save_interval,
                         keep_checkpoint_max=args.keep_checkpoint_max)
-    val_dataset = builder.val_dataset if args.do_eval else None
+    val_dataset = check_target_labels(builder.val_dataset) if args.do_eval else None
     if args.do_eval and val_dataset is None:
         raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')
     optimizer = builder.optimizer
@@ -89,7 +90,8 @@ def train_main(argv=None):
           keep_checkpoint_max=args.keep_checkpoint_max,
           test_config=cfg.test_config, precision=args.precision,
           amp_level=args.amp_level, profiler_options=args.profiler_options,
-          to_static_training=cfg.to_static_training)
+          to_static_training=cfg.to_static_training,
+          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop')
 
 
 def val_main(argv=None):
@@ -108,15 +110,15 @@ def val_main(argv=None):
     args = p.parse_args(argv)
     _check_counts(args, {'num_workers': 0})
 
-    from paddleseg.core import evaluate
     from paddleseg.utils import utils
+    from .core.evaluate import evaluate
     _check_model_path(args.model_path, '--model_path')
     cfg = load_config(args.cfg, opts=args.opts)
     setup_runtime(args.device)
     builder = _builder(cfg, args.cfg)
     model = builder.model
     utils.load_entire_model(model, args.model_path)
-    val_dataset = builder.val_dataset
+    val_dataset = check_target_labels(builder.val_dataset)
     test_config = dict(cfg.test_config)
     test_config.update(aug_eval=args.aug_eval, scales=args.scales,
                        flip_horizontal=args.flip_horizontal,
@@ -256,6 +258,9 @@ def eval_labels_main(argv=None):
     result = evaluate_store(args.pssl_root, args.gt_root)
     print(f"images {result['images']}  mIoU {result['miou']:.4f}  fg IoU {result['fg_iou']:.4f}"
           + (f"  (no GT for {len(result['missing_gt'])})" if result['missing_gt'] else ''))
+    if result['bad_labels']:
+        print(f"bad label files left out: {len(result['bad_labels'])}, first: "
+              f"{next(iter(result['bad_labels'].values()))}")
     if args.save_json:
         from .utils.io import atomic_write_text
         atomic_write_text(args.save_json, json.dumps(

@@ -172,3 +172,21 @@ def test_paddleseg_loop_saves_are_committed_as_a_pair(tmp_path):
     view.abort()                                             # the run ended before the pair
     assert sorted(os.listdir(tmp_path)) == ['best_model', 'iter_2', 'iter_3']
     assert view.ones_like is paddle.ones_like                # the rest is paddle's
+
+
+def test_weights_that_do_not_fit_name_the_first_parameter_with_both_shapes(tmp_path):
+    """--resume_model and a classifier's weights: the first mismatch; pretrained
+    (loaded by shape): refused only when it fits almost nothing."""
+    from paddle_pssl.utils.checkpoint import first_mismatch, require_fit, require_pretrained_fit
+    model = paddle.nn.Sequential(paddle.nn.Linear(4, 3), paddle.nn.Linear(3, 2))
+    own = model.state_dict()
+    assert first_mismatch(own, own) is None
+    other = dict(own, **{'0.weight': paddle.zeros([5, 3])})
+    assert first_mismatch(other, own) == '0.weight is [5, 3] in the file, [4, 3] in the model'
+    assert first_mismatch({'x': paddle.zeros([2])}, own) == '0.weight [4, 3] is not in the file; its first is x [2]'
+    with pytest.raises(PSSLError, match=r'^f\.pdparams: --resume_model does not fit Sequential: 0\.weight is \[5, 3\]'):
+        require_fit('f.pdparams', other, model, '--resume_model')
+    assert require_pretrained_fit('f.pdparams', other, model) == 3    # 3 of 4 fit: loaded by shape
+    with pytest.raises(PSSLError, match=r'fits 0 of the 4 parameters of Sequential, so it would train '
+                                        r'from random weights; first: 0\.weight \[4, 3\] is not in the file'):
+        require_pretrained_fit('f.pdparams', {'x': paddle.zeros([2])}, model)

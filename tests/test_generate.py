@@ -217,3 +217,63 @@ def test_boundary_f_score_by_hand():
     far[0:3, 0:3] = 1
     assert boundary_f_score(far, gt, tolerance=1) == pytest.approx(0.0)
     assert boundary_f_score(np.zeros_like(gt), np.zeros_like(gt)) == 1.0
+
+
+def test_label_checks_by_hand(tmp_path):
+    """What the store refuses where labels are read, in one line naming the file."""
+    assert store.mask_problem(np.array([[0, 1]], np.uint8)) is None
+    assert store.mask_problem(np.array([[0, 1]], bool)) is None
+    assert 'the value 255' in store.mask_problem(np.array([[0, 255]], np.uint8))
+    assert 'a 0/255 mask?' in store.mask_problem(np.array([[0, 255]], np.uint8))
+    assert 'the value -1' in store.mask_problem(np.array([[0, -1]], np.int64))
+    assert 'dtype float32' in store.mask_problem(np.array([[0, 1]], np.float32))
+    for dtype in (np.float16, np.float32):
+        assert store.confidence_problem(np.array([0, 0.5, 1], dtype)) is None
+        assert 'nan' in store.confidence_problem(np.array([0.5, np.nan], dtype))
+        assert 'inf' in store.confidence_problem(np.array([0.5, np.inf], dtype))
+        assert 'outside [0, 1]' in store.confidence_problem(np.array([0.5, 1.5], dtype))
+        assert 'outside [0, 1]' in store.confidence_problem(np.array([0.5, -0.25], dtype))
+    path = str(tmp_path / 'a.JPEG_eiseg.npz')
+    np.savez(path, arr_0=np.array([[0, 255]], np.uint8))
+    with pytest.raises(PSSLError, match=f'^{path}: arr_0 holds the value 255'):
+        store.read_label(path)
+
+
+def test_write_label_keeps_its_bits_and_copies_nothing_it_need_not(tmp_path):
+    """The no-copy paths (uint8 0/1 mask, float16 confidence in [0, 1]) write
+    what the converting path writes."""
+    rng = np.random.default_rng(0)
+    mask, confidence = rng.random((30, 40)) > 0.5, rng.random((30, 40)).astype(np.float32)
+    store.write_label(str(tmp_path / 'a.npz'), mask, confidence)
+    store.write_label(str(tmp_path / 'b.npz'), mask.astype(np.uint8), confidence.astype(np.float16))
+    a, b = np.load(tmp_path / 'a.npz'), np.load(tmp_path / 'b.npz')
+    for key in ('arr_0', 'confidence'):
+        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key])
+
+
+def test_working_resolution_and_nearest_upscale():
+    assert cons.working_shape((4096, 3000)) == (4096, 3000)          # kept: labelled as before
+    assert cons.working_shape((8165, 12247)) == (1365, 2048)
+    small = np.arange(6, dtype=np.float32).reshape(2, 3)
+    big = cons.upscale_nearest(small, (5, 7), np.float16)
+    rows = np.minimum(((np.arange(5) + 0.5) * 2 / 5).astype(int), 1)
+    cols = np.minimum(((np.arange(7) + 0.5) * 3 / 7).astype(int), 2)
+    assert big.dtype == np.float16 and np.array_equal(big, small[rows][:, cols].astype(np.float16))
+    assert np.array_equal(cons.upscale_nearest(small, (2, 3), np.float32), small)
+
+
+def test_images_up_to_the_bound_are_read_as_before(tmp_path):
+    """An image of WORK_MAX_SIDE px a side reaches the explainers exactly as
+    read_image_any + RGB gave it before the bound existed; one pixel more is
+    shrunk to HUGE_WORK_SIDE, its file size kept for the written label."""
+    from paddle_pssl.pseudo_labels.generate import _read_rgb
+    from paddle_pssl.datasets.classification_set import SourceItem
+    from paddle_pssl.utils.io import read_image_any
+    rng = np.random.default_rng(0)
+    for width, work in ((cons.WORK_MAX_SIDE, cons.WORK_MAX_SIDE), (cons.WORK_MAX_SIDE + 1, cons.HUGE_WORK_SIDE)):
+        path = str(tmp_path / f'{width}.JPEG')
+        cv2.imwrite(path, rng.integers(0, 255, (64, width, 3), np.uint8))
+        image, note, full = _read_rgb(SourceItem(path, f'train/x/{width}.JPEG', 0, 'x'))
+        assert full == (64, width) and image.shape[1] == work and note == ''
+        if width == work:
+            assert np.array_equal(image, cv2.cvtColor(read_image_any(path)[0], cv2.COLOR_BGR2RGB))

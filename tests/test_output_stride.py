@@ -79,8 +79,10 @@ def test_generator_gradcam_only_without_cam_and_stride_fingerprint(tmp_path):
     from conftest import write_photo_source
     from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
     rng = np.random.default_rng(0)
-    source = write_photo_source(tmp_path / 'src', [(2, k, rng.integers(0, 255, (48, 48, 3), np.uint8))
+    source = write_photo_source(tmp_path / 'src', [(1, k, rng.integers(0, 255, (48, 48, 3), np.uint8))
                                                    for k in range(2)])
+    # classifiers of 2 classes need a source of 2 classes
+    (tmp_path / 'src' / 'synsets.txt').write_text('n00000000\nn00000001\n')
     weights = {}
     for name in ('ResNet18_vd', 'MobileNetV3_small_x1_0'):
         clf = build_classifier(name, weights='random', num_classes=2, input_size=64, output_stride=8)

@@ -16,9 +16,10 @@ import numpy as np
 
 import paddle
 
-from ..utils.checkpoint import Checkpoints, read_checkpoint, require_complete
+from ..utils.checkpoint import PARAMS, Checkpoints, read_checkpoint, require_complete, require_fit
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save, atomic_write_text, json_default
+from ..utils.nonfinite import NonFiniteLoss
 from .dataset import augment_batch, batch_indices, iteration_rng, load_classification_set, \
     split_train_val
 
@@ -111,7 +112,8 @@ def run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path):
     t_start = time.time()
     for it in range(run.start, run.iters):
         record = run.step(it)
-        run.report(it, record, writer, t_start)
+        if record is not None:   # None: a batch skipped for a non-finite loss
+            run.report(it, record, writer, t_start)
         if cfg['save_interval'] and (it + 1) % int(cfg['save_interval']) == 0:
             checkpoints.save(it + 1, run.model.state_dict(), run.optimizer.state_dict(),
                              run.state_at(it + 1))
@@ -127,6 +129,7 @@ class _Training:
         self.input_size = int(cfg['model']['input_size'])
         self.log_every = max(int(log_every), 1)
         self.history, self.val_history, self.start, self.done_here = [], [], 0, 0
+        self.nonfinite = NonFiniteLoss(cfg['on_nonfinite_loss'], save_dir, with_state=True)
 
     def load_data(self):
         data_cfg = self.cfg['train_dataset']
@@ -170,6 +173,7 @@ class _Training:
             raise PSSLError(f'{resume}: checkpoint of {state.get("model")} on '
                             f'{len(state.get("class_names") or [])} classes does not match '
                             f'{name} on {self.num_classes} classes')
+        require_fit(os.path.join(resume, PARAMS), ckpt.params, self.model, '--resume')
         self.model.set_state_dict(ckpt.params)
         self.optimizer.set_state_dict(ckpt.optimizer)
         self.start = int(state['iteration'])
@@ -203,9 +207,11 @@ class _Training:
                                                  self.num_classes, iteration_rng(seed, it, 2),
                                                  self.fs_loss)
         total = losses['loss']
-        if not math.isfinite(float(total)):
-            raise PSSLError(f'{self.config_path}: the loss became {float(total)} at iter '
-                            f'{it + 1}; lower optimizer.lr')
+        if self.nonfinite.check(float(total), it + 1, [train_set.rel_paths[i] for i in index],
+                                lambda: ((n, p.numpy()) for n, p in self.model.named_parameters())):
+            self.optimizer.clear_grad()
+            self.schedule.step()   # the schedule goes on, as after a step
+            return None
         total.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
@@ -248,6 +254,9 @@ class _Training:
 
     def finish(self, train_seconds, writer, resume):
         """Final weights, val and train accuracy, ``train_cls.json``; -> the result."""
+        if self.nonfinite.summary():
+            from paddleseg.utils import logger
+            logger.warning(self.nonfinite.summary())
         weights_path = os.path.join(self.save_dir, 'model.pdparams')
         atomic_paddle_save(self.model.state_dict(), weights_path)
         val_acc = self._accuracy(self.val_set)
@@ -287,6 +296,7 @@ class _Training:
             'train_acc_eval': train_acc_eval,
             'val_acc': val_acc,
             'val_acc_best': max((v['acc'] for v in self.val_history), default=None),
+            'skipped_nonfinite_batches': self.nonfinite.skipped,
             'seconds': round(train_seconds, 2),
             'load_seconds': round(self.load_seconds, 2),
             'iters_per_min': (round(60.0 * self.done_here / train_seconds, 2)

@@ -163,8 +163,10 @@ def _load_by_shape(model, path, fc_layer):
     fits = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
     bad = sorted(k for k in own if k not in fits and k not in fc_keys)
     if bad:
-        raise PSSLError(f'{path}: model.weights do not fit the model: {len(bad)} keys missing '
-                        f'or of another shape, e.g. {bad[:3]}')
+        from ..utils.checkpoint import first_mismatch
+        first = first_mismatch(state, {k: v for k, v in own.items() if k not in fc_keys})
+        raise PSSLError(f'{path}: model.weights do not fit {type(model).__name__}: {len(bad)} '
+                        f'parameters missing or of another shape, first: {first}')
     with warnings.catch_warnings():  # Paddle warns per skipped key; one line instead
         warnings.simplefilter('ignore')
         model.set_state_dict(fits)

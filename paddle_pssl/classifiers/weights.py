@@ -33,17 +33,15 @@ def load_pdparams_strict(model, path, skip_prefixes=()):
     state = safe_load(path)
     if not isinstance(state, dict):
         raise ValueError("%s does not hold a state dict" % path)
+    from ..utils.checkpoint import first_mismatch
     skip = tuple(skip_prefixes)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(skip)}
     given = {k: v for k, v in state.items() if not k.startswith(skip)}
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    bad_shape = [(k, list(given[k].shape), list(own[k].shape)) for k in own
-                 if k in given and list(given[k].shape) != list(own[k].shape)]
-    if missing or unexpected or bad_shape:
-        raise ValueError("%s does not fit %s: missing %s, unexpected %s, shape "
-                         "mismatches (key, file, model) %s"
-                         % (path, type(model).__name__, missing[:8], unexpected[:8],
-                            bad_shape[:8]))
+    problem = first_mismatch(given, own)
+    unexpected = [k for k in given if k not in own]
+    if problem is None and unexpected:
+        problem = '%s is in the file, not in the model (%d such)' % (unexpected[0], len(unexpected))
+    if problem:
+        raise ValueError("%s does not fit %s: %s" % (path, type(model).__name__, problem))
     model.set_state_dict(given)
     return model

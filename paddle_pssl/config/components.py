@@ -125,13 +125,46 @@ def _node(dic, key_path):
     return node
 
 
+def _walk_components(node, key_path, found):
+    """(key path, mapping) of every ``type:`` mapping under ``node``."""
+    if isinstance(node, dict):
+        if 'type' in node:
+            found.append((key_path, node))
+        for k, v in node.items():
+            _walk_components(v, f'{key_path}.{k}' if key_path else str(k), found)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            _walk_components(v, f'{key_path}[{i}]', found)
+    return found
+
+
+def _explain_missing(message, dic, path):
+    """A required argument left out (Python's TypeError, or PaddleSeg's
+    datasets' "`train_path` is necessary"): one line naming the key path."""
+    created = re.search(r'Tried to create an? (\w+) object', message)
+    names = re.findall(r"'(\w+)'", (re.search(r'missing \d+ required positional arguments?: (.*)',
+                                            message) or [None, ''])[1] or '')
+    names += re.findall(r'`(\w+)` is necessary', message)
+    if not created or not names:
+        return None
+    mode = re.search(r'When `mode` is "(\w+)"', message)
+    places = [f'{key_path}.{names[0]}' for key_path, node in _walk_components(dic, '', [])
+              if node.get('type') == created.group(1) and node.get(names[0]) is None
+              and (mode is None or node.get('mode') == mode.group(1))]
+    if len(places) != 1:
+        return None
+    why = f' (mode {mode.group(1)})' if mode else ''
+    return PSSLError(f'{path}: {places[0]}: required by {created.group(1)}{why}, not given')
+
+
 def explain_build_error(exc, dic, path):
     """A one-line PSSLError for PaddleSeg's builder error ``exc`` when it is
-    an unexpected keyword argument that names a key of the config, else None
-    (the arguments of a class behind ``**kwargs`` are only known when built)."""
+    an unexpected keyword argument that names a key of the config, or a
+    required one left out, else None (the arguments of a class behind
+    ``**kwargs`` are only known when built)."""
     match = re.findall(r"unexpected keyword argument '([^']+)'", str(exc))
     if not match:
-        return None
+        return _explain_missing(str(exc), dic, path)
     key, places = match[-1], []
 
     def walk(node, key_path):

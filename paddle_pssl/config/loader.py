@@ -116,7 +116,10 @@ def load_yaml(path, opts=None):
 def parse_opt(item):
     """``'a.b=value'`` -> (['a', 'b'], value). The value is a Python literal
     when it parses as one (``3``, ``0.5``, ``[1, 2]``, ``'x'``), true/false are
-    booleans, null/~/None is :data:`UNSET`, anything else stays a string."""
+    booleans, null/~/None is :data:`UNSET`; a value in brackets or braces that
+    is no Python literal is YAML flow syntax (``[{type: Resize, target_size:
+    [32, 32]}]``), refused in one line naming the key when it does not parse;
+    anything else stays a string."""
     key, sep, text = str(item).partition('=')
     parts = key.strip().split('.')
     if not sep or not all(parts):
@@ -129,15 +132,41 @@ def parse_opt(item):
     try:
         value = literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = text
+        value = _flow_yaml(key.strip(), text) if text[:1] in '[{' else text
     return parts, (UNSET if value is None else value)
+
+
+def _flow_yaml(key, text):
+    """A list or mapping written in YAML flow syntax, read by ``yaml.safe_load``."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        problem = ' '.join(str(getattr(e, 'problem', None) or e).split())
+        raise PSSLError(f'--opts {key}: {text!r} is not a valid YAML list or mapping ({problem}); '
+                        f"quote the whole item, e.g. '{key}=[{{type: Resize, target_size: [32, 32]}}]'")
+    if not isinstance(value, (list, dict)):
+        raise PSSLError(f'--opts {key}: {text!r} is not a list or mapping')
+    return value
+
+
+def _join_flow_items(opts):
+    """Rejoin a YAML flow value that the shell split at its spaces
+    (``-o a=[{type: X}]`` unquoted arrives as ``a=[{type:`` and ``X}]``)."""
+    out = []
+    for item in opts or []:
+        item = str(item)
+        if out and sum(map(out[-1].count, '[{')) > sum(map(out[-1].count, ']}')):
+            out[-1] += ' ' + item
+        else:
+            out.append(item)
+    return out
 
 
 def apply_opts(dic, opts, create=True):
     """``dic`` (changed in place and returned) with each ``key.sub=value`` of
     ``opts`` set, or removed for ``key=null``. Missing intermediate mappings
     are created, or with ``create=False`` refused (PaddleSeg's rule)."""
-    for item in opts or []:
+    for item in _join_flow_items(opts):
         parts, value = parse_opt(item)
         node = dic
         for i, part in enumerate(parts[:-1]):

@@ -13,6 +13,7 @@ import dataclasses
 from ..pseudo_labels import consensus as _cons
 from ..pseudo_labels.pmm import DenseCRFParams
 from ..utils.errors import PSSLError
+from ..utils.nonfinite import ON_NONFINITE_LOSS
 from .spec import Block, Bool, Choice, Field, Free, Int, ListOf, Num, Str, build, defaults
 
 __all__ = ['SCHEMAS', 'POSTPROCESS', 'PMM_NORMALIZE', 'validate', 'default_config',
@@ -135,6 +136,8 @@ GENERATOR = Block({
 #   need a model ending in GAP + one linear layer.
 # save_interval: 0 = no intermediate checkpoints (<save_dir>/iter_<n>/ else);
 # eval_interval: 0 = val accuracy at the end only.
+# on_nonfinite_loss: stop (one line naming the iteration and the batch's
+#   images) or skip (the batch is left out and counted); paddle_pssl/utils/nonfinite.py.
 
 
 def _crop_range(value):
@@ -186,6 +189,7 @@ CLASSIFIER = Block({
     'save_interval': Int(0, min=0),
     'keep_checkpoint_max': Int(2, min=1),
     'eval_interval': Int(0, min=0),
+    'on_nonfinite_loss': Choice('stop', ON_NONFINITE_LOSS),
 })
 
 # ---------------------------------------------------------------- mm_tuning

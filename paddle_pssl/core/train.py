@@ -25,10 +25,15 @@ is the allow-list reader (:mod:`paddle_pssl.utils.safe_load`), like the
 ``paddle`` that ``_paddleseg_compat`` gives PaddleSeg's ``resume``.
 
 A bad training sample ends the run with its one-line error: datasets with a
-``hand_off_errors`` switch (``WeightedPSSLDataset``) pass their errors along
-in the batch for the run, and the model's ``loss_computation`` (ours or its
-own, which PaddleSeg's loop calls with the whole batch) raises them in the
-main thread, before the backward pass; see :func:`check_batches`.
+``hand_off_errors`` switch (``WeightedPSSLDataset``, and PaddleSeg datasets
+whose labels :mod:`paddle_pssl.datasets.target_labels` checks) pass their
+errors along in the batch for the run, and the model's ``loss_computation``
+(ours or its own, which PaddleSeg's loop calls with the whole batch) raises
+them in the main thread, before the backward pass; see :func:`check_batches`.
+The same hook checks that the loss is finite (the config's
+``on_nonfinite_loss``, :mod:`paddle_pssl.utils.nonfinite`): ``stop`` ends the
+run there, ``skip`` hands the loop zero losses and makes that iteration's
+``optimizer.step`` a no-op.
 """
 import importlib
 import os
@@ -36,11 +41,13 @@ import types
 
 import paddle
 
-from ..datasets.pssl import raise_sample_error
-from ..utils.checkpoint import Checkpoints, require_complete
+from ..datasets.pssl import SAMPLE_FILE, raise_sample_error
+from .evaluate import checked_evaluation
+from ..utils.checkpoint import Checkpoints, checkpoint_iteration, require_fit, require_complete
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
-from ..utils.safe_load import SafeLoadPaddle
+from ..utils.nonfinite import NonFiniteLoss
+from ..utils.safe_load import SafeLoadPaddle, safe_load
 
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
@@ -58,7 +65,11 @@ def _loss_list(logits_list, losses, data):
     labels = data['label'].astype('int64')
     edges = data['edge'].astype('int64') if 'edge' in data else None
     pixel_weight = data.get('weight')
-    seg_train_module.check_logits_losses(logits_list, losses)
+    if len(logits_list) != len(losses['types']):
+        # PaddleSeg's check_logits_losses says this in a RuntimeError at iter 1
+        raise PSSLError(f"loss.types and loss.coef give {len(losses['types'])} loss(es), the "
+                        f'model returns {len(logits_list)} output(s) (main head, then auxiliary '
+                        'heads): give loss.types and loss.coef one entry per output')
     if pixel_weight is None:
         return seg_train_module.loss_computation(logits_list, labels, edges,
                                                  losses)
@@ -87,29 +98,60 @@ def attach_pixel_weight_hook(model):
     return True
 
 
-def check_batches(model, dataset):
-    """For one run: ``dataset`` hands its sample errors over in the batch, and
-    ``model.loss_computation`` raises them before it computes a loss.
-    -> a function that undoes both."""
-    if not hasattr(dataset, 'hand_off_errors'):
-        return lambda: None
+def check_batches(model, dataset, optimizer=None, nonfinite=None, start_iter=0):
+    """For one run: ``dataset`` (when it has a ``hand_off_errors`` switch)
+    hands its sample errors over in the batch, and ``model.loss_computation``
+    raises them before it computes a loss; then it applies ``nonfinite`` (a
+    :class:`~paddle_pssl.utils.nonfinite.NonFiniteLoss`, None: stop) to the
+    loss of iteration ``start_iter + 1, ...``, skipping ``optimizer.step``
+    after a skipped batch. -> a function that undoes all of it."""
+    nonfinite = nonfinite or NonFiniteLoss()
+    hands_off = hasattr(dataset, 'hand_off_errors')
     had = 'loss_computation' in vars(model)
     before = vars(model).get('loss_computation')
     inner = model.loss_computation
+    state = {'iter': int(start_iter), 'skip_step': False}
+
+    def weights():
+        return ((name, p.numpy()) for name, p in model.named_parameters())
 
     def checked(logits_list, losses, data):
-        raise_sample_error(data)
-        return inner(logits_list, losses, data)
+        state['iter'] += 1
+        if hands_off:
+            raise_sample_error(data)
+        loss_list = inner(logits_list, losses, data)
+        files = data.get(SAMPLE_FILE) if isinstance(data, dict) else None
+        if nonfinite.check(float(sum(loss_list)), state['iter'], files, weights):
+            state['skip_step'] = True
+            zeros = []
+            for _ in loss_list:
+                zero = paddle.zeros([1])
+                zero.stop_gradient = False   # the loop calls backward() on the sum
+                zeros.append(zero)
+            return zeros
+        return loss_list
 
     model.loss_computation = checked
-    dataset.hand_off_errors = True
+    if hands_off:
+        dataset.hand_off_errors = True
+    step = getattr(optimizer, 'step', None)
+    if step is not None:
+        def guarded_step(*args, **kwargs):
+            if state['skip_step']:
+                state['skip_step'] = False
+                return None
+            return step(*args, **kwargs)
+        optimizer.step = guarded_step
 
     def undo():
-        dataset.hand_off_errors = False
+        if hands_off:
+            dataset.hand_off_errors = False
         if had:
             model.loss_computation = before
         else:
             del model.loss_computation
+        if step is not None:
+            del optimizer.step
     return undo
 
 
@@ -153,8 +195,9 @@ class _LoopPaddle(SafeLoadPaddle):
             self._staging = None
 
 
-def train(model, train_dataset, **kwargs):
-    """Same arguments as ``paddleseg.core.train``."""
+def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
+    """Same arguments as ``paddleseg.core.train``, plus ``on_nonfinite_loss``
+    ('stop' or 'skip', see :mod:`paddle_pssl.utils.nonfinite`)."""
     batch_size = kwargs.get('batch_size', 2)
     nranks = paddle.distributed.ParallelEnv().nranks
     if len(train_dataset) < batch_size * nranks:
@@ -162,9 +205,19 @@ def train(model, train_dataset, **kwargs):
         # loop would spin forever without training.
         raise PSSLError(f'train_dataset has {len(train_dataset)} samples, fewer than '
                         f'batch_size {batch_size} x {nranks} device(s): no full batch')
+    if on_nonfinite_loss == 'skip' and nranks > 1:
+        raise PSSLError('on_nonfinite_loss: skip runs in one process (each device would skip '
+                        'other steps); use stop with paddle.distributed.launch')
+    start_iter = 0
     if kwargs.get('resume_model') is not None:
         # the loop reads N from the folder name and both files
-        require_complete(kwargs['resume_model'], flag='--resume_model', need_name=True)
+        resume = kwargs['resume_model']
+        require_complete(resume, flag='--resume_model', need_name=True)
+        # PaddleSeg's resume would warn about a model that does not fit, then
+        # fail in the optimizer's state with an AssertionError
+        params = os.path.join(resume, 'model.pdparams')
+        require_fit(params, safe_load(params), model, '--resume_model')
+        start_iter = checkpoint_iteration(resume)
     checkpoints = None
     if paddle.distributed.ParallelEnv().local_rank == 0:  # the rank the loop saves on
         checkpoints = Checkpoints(kwargs.get('save_dir', 'output'),
@@ -174,14 +227,19 @@ def train(model, train_dataset, **kwargs):
     # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes
     kwargs['keep_checkpoint_max'] = 0
     attached = attach_pixel_weight_hook(model)
-    unchecked = check_batches(model, train_dataset)
+    nonfinite = NonFiniteLoss(on_nonfinite_loss, kwargs.get('save_dir', 'output'))
+    unchecked = check_batches(model, train_dataset, kwargs.get('optimizer'), nonfinite, start_iter)
     loop_paddle = _LoopPaddle(checkpoints, unit)
     seg_train_module.paddle = loop_paddle
     try:
-        seg_train_module.train(model, train_dataset, **kwargs)
+        with checked_evaluation(kwargs.get('val_dataset')):
+            seg_train_module.train(model, train_dataset, **kwargs)
     finally:
         loop_paddle.abort()
         seg_train_module.paddle = paddle
         unchecked()
         if attached:
             del model.loss_computation
+    if nonfinite.summary():
+        from paddleseg.utils import logger
+        logger.warning(nonfinite.summary())

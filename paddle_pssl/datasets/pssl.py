@@ -12,8 +12,10 @@ from ..pseudo_labels import store
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_bgr
 
-# The batch key that carries a sample's error to the trainer (see __getitem__).
+# The batch keys that carry a sample's error and its label file to the
+# trainer (see __getitem__; the file names a batch with a non-finite loss).
 SAMPLE_ERROR = 'sample_error'
+SAMPLE_FILE = 'sample_file'
 _PSSL, _OTHER = 'pssl:', 'other:'
 
 
@@ -36,8 +38,11 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             and reaches pixel-weight-aware losses through
             ``paddle_pssl.core.train``. Files without one get weight 1.
         on_bad_sample (str): 'raise' (default) stops on a missing or corrupt
-            image or label with one line naming the file; 'skip' logs that line
-            once and uses the next good sample instead.
+            image or label with one line naming the file (labels are checked
+            as :func:`paddle_pssl.pseudo_labels.store.read_label` says: only
+            0/1 in ``arr_0``, a finite confidence in [0, 1]); 'skip' logs that
+            line once, with the count of bad samples so far (per reader
+            process), and uses the next good sample instead.
         file_list (str): list file inside ``pssl_root``.
         edge (bool): kept for upstream's signature; unused.
 
@@ -87,12 +92,14 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             raise PSSLError(f'{list_path}: file list is empty')
         self._reported = set()
         self._last_shape = None
+        self._loaded = None
 
     def __len__(self):
         return len(self.file_list)
 
     def _load(self, idx):
         image_path, label_path, class_id = self.file_list[idx]
+        self._loaded = label_path
         image = read_image_bgr(image_path)
         mask, confidence = store.read_label(label_path)
         if mask.shape != image.shape[:2]:
@@ -122,7 +129,8 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             except PSSLError as e:
                 if j not in self._reported:
                     self._reported.add(j)
-                    logger.warning(f'skipped: {e}')
+                    logger.warning(f'skipped: {e} ({len(self._reported)} bad sample(s) '
+                                   f'skipped so far)')
         raise PSSLError(f'{self.pssl_root}: no readable sample in the file list')
 
     def __getitem__(self, idx):
@@ -136,12 +144,14 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         # of the right shape, and the trainer raises it in the main thread.
         try:
             data = self._get(idx)
-            error = ''
+            error, loaded = '', self._loaded
         except Exception as e:  # noqa: BLE001  (re-raised by raise_sample_error)
             data = self._stand_in(idx)
             error = (f'{_PSSL}{e}' if isinstance(e, PSSLError) else
                      f'{_OTHER}{traceback.format_exc()}')
+            loaded = self.file_list[idx][1]
         data[SAMPLE_ERROR] = error
+        data[SAMPLE_FILE] = loaded
         return data
 
     def _stand_in(self, idx):
@@ -160,6 +170,11 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             image = np.zeros(tuple(shape) + (self.IMG_CHANNELS,), np.uint8)
         label = np.full(image.shape[:2], self.IGNORE_INDEX, dtype=np.int64)
         return self._sample(image, label, None)
+
+
+def hand_off_error(error):
+    """The ``SAMPLE_ERROR`` entry of a sample: '' or the one-line error."""
+    return f'{_PSSL}{error}' if error else ''
 
 
 def raise_sample_error(batch):

@@ -26,8 +26,9 @@ import paddle
 
 from ..config import mm_tuning_settings
 from ..losses.triplet import MixMatchTripletLoss, triplet_margin_loss
-from ..utils.checkpoint import Checkpoints, read_checkpoint, require_complete
+from ..utils.checkpoint import PARAMS, Checkpoints, read_checkpoint, require_complete, require_fit
 from ..utils.errors import PSSLError
+from ..utils.nonfinite import NonFiniteLoss
 from .graph import build_triplets
 from .patches import PatchSampler, sample_batch_patches
 
@@ -98,6 +99,7 @@ def _save_checkpoint(checkpoints, iteration, model, optimizer):
 def _resume(model, optimizer, directory):
     """Load a complete ``iter_<n>`` checkpoint into model and optimizer; -> n."""
     ckpt = read_checkpoint(directory, flag='--resume_model', need_name=True)
+    require_fit(os.path.join(directory, PARAMS), ckpt.params, model, '--resume_model')
     model.set_state_dict(ckpt.params)
     to_generated = {k: p.name for k, p in model.named_parameters()}
     optimizer.set_state_dict(_renamed(ckpt.optimizer, to_generated))
@@ -132,10 +134,10 @@ class _Step:
     (seed, iteration)."""
 
     def __init__(self, train_dataset, per_step, seed, sampler, backbone, criterion, optimizer,
-                 margin):
+                 margin, nonfinite):
         self.train_dataset, self.per_step, self.seed = train_dataset, per_step, seed
         self.sampler, self.backbone, self.criterion = sampler, backbone, criterion
-        self.optimizer, self.margin = optimizer, margin
+        self.optimizer, self.margin, self.nonfinite = optimizer, margin, nonfinite
         self.empty_steps = 0
 
     def __call__(self, iteration):
@@ -146,8 +148,8 @@ class _Step:
         np.random.seed(_seed_state(seed, 2, iteration))
         random.seed(_seed_state(seed, 4, iteration))
         rng = np.random.default_rng([seed, 3, iteration])
-        samples = [self.train_dataset[int(i)] for i in
-                   _step_images(iteration, len(self.train_dataset), self.per_step, seed)]
+        index = _step_images(iteration, len(self.train_dataset), self.per_step, seed)
+        samples = [self.train_dataset[int(i)] for i in index]
         patches, labels, _ = sample_batch_patches(
             [s['img'] for s in samples], [_as_label(s['label']) for s in samples],
             self.sampler, rng, shuffle=True, channels_first=True)
@@ -159,18 +161,29 @@ class _Step:
             self.empty_steps += 1
             stats = {'loss': 0.0, 'd_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
         else:
-            stats = self._learn(patches, anchor, positive, negative, iteration)
+            stats = self._learn(patches, anchor, positive, negative, iteration, index)
         stats.update(patches=len(labels), triplets=len(anchor))
         return stats, lr_now
 
-    def _learn(self, patches, anchor, positive, negative, iteration):
+    def _files(self, index):
+        """The image files of the step's samples, where the dataset lists them."""
+        listed = getattr(self.train_dataset, 'file_list', None)
+        if not isinstance(listed, (list, tuple)):
+            return []
+        return [listed[int(i)][0] if isinstance(listed[int(i)], (list, tuple)) else listed[int(i)]
+                for i in index]
+
+    def _learn(self, patches, anchor, positive, negative, iteration, index):
         features = self.backbone(paddle.to_tensor(patches))
         embeddings = self.criterion.embed(features)
         loss = triplet_margin_loss(embeddings, anchor, positive, negative, self.margin)
         stats = dict(_triplet_stats(embeddings.numpy(), anchor, positive, negative, self.margin),
                      loss=float(loss))
-        if not np.isfinite(stats['loss']):  # before the step: the checkpoints stay sound
-            raise PSSLError(f'mm_tuning: loss is {stats["loss"]} at iter {iteration}')
+        # before the step: the checkpoints stay sound
+        if self.nonfinite.check(stats['loss'], iteration, self._files(index),
+                                lambda: ((n, p.numpy()) for n, p in self.backbone.named_parameters())):
+            self.optimizer.clear_grad()
+            return {'loss': 0.0, 'd_ap': 0.0, 'd_an': 0.0, 'active': 0.0}
         loss.backward()
         self.optimizer.step()
         self.optimizer.clear_grad()
@@ -262,7 +275,9 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
                 f'{per_step} images/step, patches {sampler.min_size}-{sampler.max_size} px -> '
                 f'{sampler.out_size} px, lr {float(settings["learning_rate"])} '
                 f'(x{settings["decay_factor"]} at iter {boundary}), margin {margin}, seed {seed}')
-    step = _Step(train_dataset, per_step, seed, sampler, backbone, criterion, optimizer, margin)
+    nonfinite = NonFiniteLoss(cfg.dic.get('on_nonfinite_loss', 'stop'), save_dir)
+    step = _Step(train_dataset, per_step, seed, sampler, backbone, criterion, optimizer, margin,
+                 nonfinite)
     report = _Report(logger, log_writer, iters, per_step)
     last = None
     tick = time.time()
@@ -275,6 +290,8 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
             report.flush(iteration, lr_now)
         if iteration % save_interval == 0 or iteration == iters:
             last = _save_checkpoint(checkpoints, iteration, model, optimizer)
+    if nonfinite.summary():
+        logger.warning(f'[MM] {nonfinite.summary()}')
     if step.empty_steps:
         logger.warning(f'[MM] {step.empty_steps} step(s) had a single class: no triplet, no update')
     if log_writer is not None:

@@ -140,3 +140,42 @@ def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.
     mask = pseudo_mask(posterior, method, value)
     confidence = np.maximum(posterior, 1.0 - posterior).astype(np.float32)
     return posterior, mask, confidence
+
+
+# The working resolution. An image whose long side is at most WORK_MAX_SIDE
+# is labelled at its own size, exactly as before the bound existed (the bound
+# is above the few thousand pixels a side of the largest ImageNet photos). A
+# larger one is shrunk (INTER_AREA, decoded at 1/2..1/8 where OpenCV can) to a
+# long side of HUGE_WORK_SIDE right after reading: the explainers' maps, the
+# consensus and PMM work at that size, and only its mask and confidence are
+# brought back to the image's own size (:func:`upscale_nearest`) to be
+# written. The maps come from classifiers that see 224-448 px, so nothing of
+# them is lost at 2048 px. Memory for such an image is then the decode, the
+# working-size consensus and the full-size uint8 mask and float16 confidence.
+WORK_MAX_SIDE = 4096
+HUGE_WORK_SIDE = 2048
+_UPSCALE_ROWS = 512
+
+
+def working_shape(shape):
+    """(h, w) of the working resolution for an image of ``shape`` (H, W)."""
+    if max(shape[:2]) <= WORK_MAX_SIDE:
+        return tuple(shape[:2])
+    scale = HUGE_WORK_SIDE / max(shape[:2])
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def upscale_nearest(small, shape, dtype):
+    """``small`` [h, w] brought to ``shape`` (H, W) by nearest neighbour (pixel
+    centres) as one ``dtype`` array: columns first (an [h, W] array), then
+    rows copied a block at a time, so no full-size temporary is made."""
+    (h, w), (height, width) = small.shape[:2], shape
+
+    def index(n, size):
+        return np.minimum(((np.arange(n) + 0.5) * size / n).astype(np.int64), size - 1)
+    rows = index(height, h)
+    wide = np.take(small.astype(dtype, copy=False), index(width, w), axis=1)
+    out = np.empty((height, width), dtype)
+    for y in range(0, height, _UPSCALE_ROWS):
+        np.take(wide, rows[y:y + _UPSCALE_ROWS], axis=0, out=out[y:y + _UPSCALE_ROWS])
+    return out

@@ -77,19 +77,31 @@ class IoUCounter:
 
 
 def evaluate_store(pssl_root, gt_root):
-    """Quality of every label listed in ``<pssl_root>/train.txt`` that has a GT mask."""
+    """Quality of every label listed in ``<pssl_root>/train.txt`` that has a GT
+    mask. A label file that fails the store's checks (:func:`.store.read_label`:
+    values other than 0/1, a bad confidence, unreadable) is left out and
+    listed in ``bad_labels`` ({file: problem}) instead of stopping the run."""
     labels, _ = store.list_labels(pssl_root)
-    counter, missing = IoUCounter(), []
+    counter, missing, bad = IoUCounter(), [], {}
     for rel_label, class_id, _ in labels:
         rel = store.image_relpath(rel_label)
         path = gt_path(gt_root, rel)
         if not os.path.isfile(path):
             missing.append(rel)
             continue
-        mask, _ = store.read_label(os.path.join(pssl_root, rel_label))
+        label_path = os.path.join(pssl_root, rel_label)
+        try:
+            mask, _ = store.read_label(label_path)
+        except PSSLError as e:
+            bad[label_path] = str(e)
+            continue
         counter.add(mask, read_gt_mask(path, mask.shape), class_id)
     out = counter.result()
     out['missing_gt'] = missing
+    out['bad_labels'] = bad
+    if not out['images'] and bad:
+        raise PSSLError(f'{pssl_root}: all {len(bad)} labels with a ground-truth mask are bad; '
+                        f'first: {next(iter(bad.values()))}')
     if not out['images']:
         raise PSSLError(f'{gt_root}: no ground-truth mask matches a label in '
                         f'{os.path.join(pssl_root, store.FILE_LIST)}')

@@ -18,9 +18,17 @@ weights' content), the explainers and the consensus (its ``pmm`` block only
 with ``postprocess: pmm``); ``output.*`` does not: seeds are per image, and
 batch sizes 1 and 4 gave bit-identical labels for CAM, SmoothGrad and LIME.
 The source is identified by image_root and a digest of its (path, class) list.
+
+A run whose classifiers cannot know the source's classes is refused before
+any work (:meth:`PseudoLabelGenerator._check_classes`). Images above
+``consensus.WORK_MAX_SIDE`` pixels a side are labelled at a bounded working
+resolution and written at their own size (see :mod:`.consensus`); one that
+still runs out of memory is skipped with its reason, the rest of its batch
+labelled.
 """
 import hashlib
 import os
+import re
 
 import cv2
 import numpy as np
@@ -33,7 +41,7 @@ from .writer import Label, LabelStoreWriter, image_seed, shard_of, shard_tag
 from ..datasets.classification_set import list_source
 from ..config import PMM_NORMALIZE, validate
 from ..utils.errors import PSSLError
-from ..utils.io import read_image_any
+from ..utils.io import image_size, read_image_any
 
 
 def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1.0):
@@ -79,9 +87,36 @@ def _to_input(images_rgb, classifier):
     return classifier.normalize(batch)
 
 
+def _out_of_memory(item, stage, error):
+    """The PSSLError that skips ``item`` when ``stage`` ran out of memory."""
+    size = image_size(item.image_path)
+    what = f'{size[0]}x{size[1]} image' if size else 'image'
+    first = str(error).strip().splitlines()[-1][:160] if str(error).strip() else type(error).__name__
+    return PSSLError(f'{item.image_path}: {what}: out of memory while {stage} it ({first})')
+
+
 def _read_rgb(item):
-    bgr, note = read_image_any(item.image_path)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), note
+    """-> (RGB image at the working resolution, conversion note, (H, W) of
+    the file); running out of memory skips the image (a PSSLError)."""
+    try:
+        return _read_working(item)
+    except MemoryError as e:
+        raise _out_of_memory(item, 'reading', e) from None
+    except cv2.error as e:
+        if 'Insufficient memory' not in str(e):
+            raise
+        raise _out_of_memory(item, 'reading', e) from None
+
+
+def _read_working(item):
+    size = image_size(item.image_path)   # the header only
+    huge = size is not None and max(size) > cons.WORK_MAX_SIDE
+    bgr, note = read_image_any(item.image_path, reduce_to=cons.HUGE_WORK_SIDE if huge else None)
+    full = (size[1], size[0]) if huge else bgr.shape[:2]
+    work = cons.working_shape(full)
+    if work != full:   # the full image is freed here
+        bgr = cv2.resize(bgr, work[::-1], interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), note, full
 
 
 def _colour(saliency):
@@ -117,6 +152,32 @@ class PseudoLabelGenerator:
         self._settings = None
         # models load lazily (a complete store needs none): check names and weights now
         self.label_settings()
+        self._check_classes()
+
+    def _check_classes(self):
+        """Refuse classifiers that cannot know the source's classes: the
+        explained class is the source's class id, so a 1000-class (ImageNet)
+        classifier needs the source's ids to be ImageNet's (1000 wnids in
+        source.synsets), and a K-class one a source of K classes."""
+        names, synsets = self.class_names, self.cfg['source']['synsets']
+        shown = ', '.join(names[:3]) + (', ...' if len(names) > 3 else '')
+        own = 'train a classifier on this source with tools/train_cls.py (then give its ' \
+              'weights and num_classes here)'
+        for i, entry in enumerate(self.cfg['classifiers']):
+            key = f"{self.config_path}: classifiers.{i} ({entry['name']})"
+            count = entry.get('num_classes') or 1000
+            if count == 1000:
+                imagenet = synsets is not None and len(names) == 1000 and \
+                    all(re.fullmatch(r'n\d{8}', n) for n in names)
+                if not imagenet:
+                    raise PSSLError(f'{key} explains the 1000 ImageNet classes, but the source has '
+                                    f'{len(names)} classes ({shown}) without ImageNet ids: give '
+                                    f'the 1000 ImageNet wnids in source.synsets (line = class id), '
+                                    f'or {own}')
+            elif count != len(names):
+                raise PSSLError(f'{key} has {count} outputs, the source has {len(names)} '
+                                f'classes ({shown}): its class ids would name other classes; '
+                                f'{own}')
 
     def _classifier_settings(self):
         """The classifier entries with defaults filled and the weights named by
@@ -256,35 +317,56 @@ class PseudoLabelGenerator:
     def _run_chunk(self, writer, chunk, start, vdl):
         """Explain the whole chunk; yield a Label for each image without one."""
         good = writer.read(chunk, _read_rgb)
-        writer.counts['converted'] += sum(1 for _, (_, note) in good if note)
+        writer.counts['converted'] += sum(1 for _, (_, note, _) in good if note)
         if not good:
             return
-        images = [image for _, (image, _) in good]
+        images = [image for _, (image, _, _) in good]
         seeds = [image_seed(self.cfg['seed'], item.rel) for item, _ in good]
         maps = self.explain(images, [item.class_id for item, _ in good], seeds)
-        c = self.cfg['consensus']
-        for k, ((item, (_, note)), image, image_maps) in enumerate(zip(good, images, maps)):
-            names = sorted(image_maps)
-            weights = None if c['weights'] is None else [c['weights'].get(n.split('/')[-1], 1.0)
-                                                          for n in names]
-            consensus, mask, confidence = cons.make_pseudo_label(
-                [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'],
-                c['method'], c['member_threshold'], c['member_value'])
+        for k, ((item, (_, note, full)), image, image_maps) in enumerate(zip(good, images, maps)):
             if writer.has_label(item):
                 continue
-            if c['postprocess'] == 'pmm':
-                mask, confidence = self._pmm(image, consensus, item.class_id)
-            yield Label(item, mask, confidence, {
-                'converted': note, 'map_means': {n: round(float(image_maps[n].mean()), 4) for n in names}})
-            if self._on_maps is not None:
-                self._on_maps(item, image_maps, mask)
-            if vdl is not None and (start + k) % self.cfg['output']['vdl_every'] == 0:
-                step = start + k
-                vdl.add_image('PSSL/image', image, step)
-                for n in names:
-                    vdl.add_image(f'PSSL/{n}', _colour(image_maps[n]), step)
-                vdl.add_image('PSSL/consensus', _colour(consensus), step)
-                vdl.add_image('PSSL/mask', (np.repeat(mask[..., None], 3, -1) * 255).astype(np.uint8), step)
+            try:
+                label = self._label(item, note, full, image, image_maps, start + k, vdl)
+            except MemoryError as e:
+                # the image is skipped with its reason; the rest of the batch goes on
+                writer.skip(item, _out_of_memory(item, 'labelling', e))
+                continue
+            yield label
+            del label
+
+    def _label(self, item, note, full, image, image_maps, step, vdl):
+        """One image's Label from its maps (at the working resolution), with
+        its mask and confidence at the image's own size ``full``."""
+        c = self.cfg['consensus']
+        names = sorted(image_maps)
+        weights = None if c['weights'] is None else [c['weights'].get(n.split('/')[-1], 1.0)
+                                                      for n in names]
+        consensus, mask, confidence = cons.make_pseudo_label(
+            [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'],
+            c['method'], c['member_threshold'], c['member_value'])
+        if c['postprocess'] == 'pmm':
+            mask, confidence = self._pmm(image, consensus, item.class_id)
+        if self._on_maps is not None:
+            self._on_maps(item, image_maps, mask)
+        if vdl is not None and step % self.cfg['output']['vdl_every'] == 0:
+            vdl.add_image('PSSL/image', image, step)
+            for n in names:
+                vdl.add_image(f'PSSL/{n}', _colour(image_maps[n]), step)
+            vdl.add_image('PSSL/consensus', _colour(consensus), step)
+            vdl.add_image('PSSL/mask', (np.repeat(mask[..., None], 3, -1) * 255).astype(np.uint8), step)
+        stats = {'converted': note,
+                 'map_means': {n: round(float(image_maps[n].mean()), 4) for n in names}}
+        if full != image.shape[:2]:
+            stats['worked_at'] = [image.shape[1], image.shape[0]]
+            from paddleseg.utils import logger
+            logger.info(f'{item.image_path}: {full[1]}x{full[0]} pixels, labelled at '
+                        f'{image.shape[1]}x{image.shape[0]} (above {cons.WORK_MAX_SIDE} px a side), '
+                        f'written at full size')
+            mask = cons.upscale_nearest(mask, full, np.uint8)
+            confidence = cons.upscale_nearest(np.clip(confidence, 0, 1).astype(np.float16), full,
+                                              np.float16)
+        return Label(item, mask, confidence, stats)
 
     def _pmm(self, image, consensus, class_id):
         """PMM on the consensus as the image's one CAM -> (mask, confidence)."""

@@ -102,9 +102,11 @@ def _records(path):
             continue
 
 
-def per_image_stats(pssl_root, labels, index, max_stats, seed):
+def per_image_stats(pssl_root, labels, index, max_stats, seed, bad_labels=None):
     """-> (foreground shares, mean confidences (NaN: none), source) of the
-    labels with a writer record, else of a seeded sample of label files."""
+    labels with a writer record, else of a seeded sample of label files; a
+    sampled file that fails the store's checks is added to ``bad_labels``
+    (a dict path -> problem) instead of stopping the run."""
     fg = np.full(len(labels), np.nan, np.float32)
     conf = np.full(len(labels), np.nan, np.float32)
     stats_dir = os.path.join(pssl_root, STATS_DIR)
@@ -126,8 +128,10 @@ def per_image_stats(pssl_root, labels, index, max_stats, seed):
     for i in sorted(picks):
         try:
             mask, confidence = store.read_label(os.path.join(pssl_root, labels[i][0]))
-        except PSSLError:
-            continue    # the sheet names the unreadable labels it shows
+        except PSSLError as e:
+            if bad_labels is not None:
+                bad_labels[labels[i][0]] = str(e)
+            continue
         fg.append(mask.mean())
         conf.append(np.nan if confidence is None else confidence.mean())
     return np.asarray(fg, np.float32), np.asarray(conf, np.float32), 'sampled_label_files'
@@ -186,8 +190,9 @@ def _note_tile(canvas, y, x, lines):
         _text(canvas, line, y + 20 + k * LINE, x + 6, TILE - 12, (0, 0, 160))
 
 
-def _cell(canvas, y, x, tiles, pssl_root, image_root, label, display):
-    """Draw one label's tiles and caption; -> a problem string or None."""
+def _cell(canvas, y, x, tiles, pssl_root, image_root, label, display, bad_labels):
+    """Draw one label's tiles and caption; -> a problem string or None. A
+    label file that fails the store's checks also goes to ``bad_labels``."""
     rel, class_id, _ = label
     caption = [display[class_id], os.path.basename(store.image_relpath(rel))]
     problem = None
@@ -225,7 +230,7 @@ def _cell(canvas, y, x, tiles, pssl_root, image_root, label, display):
         elif tiles == 2:
             _note_tile(canvas, y, x + TILE + GAP, ['no confidence'])
     except PSSLError as e:
-        problem = str(e)
+        problem = bad_labels[rel] = str(e)
         _note_tile(canvas, y, x, ['label unreadable'])
     cell_w = tiles * TILE + (tiles - 1) * GAP
     for k, line in enumerate(caption):
@@ -233,8 +238,10 @@ def _cell(canvas, y, x, tiles, pssl_root, image_root, label, display):
     return problem
 
 
-def contact_sheet(pssl_root, image_root, labels, picks, display, seed):
-    """-> (BGR sheet, [problem strings]) for the labels at ``picks``."""
+def contact_sheet(pssl_root, image_root, labels, picks, display, seed, bad_labels=None):
+    """-> (BGR sheet, [problem strings]) for the labels at ``picks``; bad
+    label files are also added to the dict ``bad_labels``."""
+    bad_labels = {} if bad_labels is None else bad_labels
     chosen = [labels[i] for i in picks]
     has_conf = False
     for rel, _, _ in chosen:
@@ -257,7 +264,7 @@ def contact_sheet(pssl_root, image_root, labels, picks, display, seed):
     for k, label in enumerate(chosen):
         y = HEADER + (k // cols) * (TILE + CAPTION + MARGIN)
         x = MARGIN + (k % cols) * (cell_w + MARGIN)
-        problem = _cell(sheet, y, x, tiles, pssl_root, image_root, label, display)
+        problem = _cell(sheet, y, x, tiles, pssl_root, image_root, label, display, bad_labels)
         if problem:
             problems.append(problem)
     return sheet, problems
@@ -319,6 +326,9 @@ def summary(stats, out):
     lines.append(f"foreground share ({s['per_image_count']} labels, {s['per_image_source']}): "
                  f"{_fmt(s['foreground_share'])}; {s['empty_labels']} empty, {s['full_labels']} full")
     lines.append(f"mean confidence: {_fmt(s['mean_confidence'])}")
+    if s.get('bad_labels'):
+        lines.append(f"bad label files: {s['bad_labels']['count']} of those opened, "
+                     f"first: {s['bad_labels']['first']}")
     if s['sheet_problems']:
         lines.append(f"contact sheet: {len(s['sheet_problems'])} problem(s), "
                      f"first: {s['sheet_problems'][0]}")
@@ -352,14 +362,18 @@ def inspect_store(pssl_root, image_root=None, num=16, seed=0, out=None, class_na
 
     picks = sorted(np.random.default_rng(seed).choice(len(labels), size=min(num, len(labels)),
                                                       replace=False))
-    sheet, problems = contact_sheet(pssl_root, image_root, labels, picks, display, seed)
+    bad_labels = {}
+    sheet, problems = contact_sheet(pssl_root, image_root, labels, picks, display, seed, bad_labels)
     if problems and len(problems) == len(picks) and all('image missing' in p for p in problems):
         raise PSSLError(f'{image_root}: none of the {len(picks)} sampled images is there '
                         f'(first: {problems[0].split(":")[0]}); is --image_root right?')
     index = {rel: i for i, (rel, _, _) in enumerate(labels)}
-    fg, conf, source = per_image_stats(pssl_root, labels, index, max_stats, seed)
+    fg, conf, source = per_image_stats(pssl_root, labels, index, max_stats, seed, bad_labels)
     stats = store_stats(pssl_root, labels, index, synsets, manifest, fg, conf, source)
-    stats.update(image_root=os.path.abspath(image_root), seed=seed,
+    # counted, not fatal: the store's checks (store.read_label) on every file opened here
+    stats.update(bad_labels={'count': len(bad_labels), 'first': next(iter(bad_labels.values()), None),
+                             'files': sorted(bad_labels)},
+                 image_root=os.path.abspath(image_root), seed=seed,
                  sheet_labels=[labels[i][0] for i in picks], sheet_problems=problems)
     os.makedirs(out, exist_ok=True)
     ok = [False]

@@ -60,21 +60,75 @@ def class_name_of(label_relpath_):
 
 
 def write_label(path, mask, confidence=None):
-    """Write one label file atomically (temp file, then rename)."""
+    """Write one label file atomically (temp file, then rename).
+
+    A uint8 0/1 mask and a float16 confidence in [0, 1] are written as they
+    are (no full-size copies: labels of huge images stay within bounded
+    memory); anything else is cut to 0/1 and clipped to [0, 1] first."""
     mask = np.asarray(mask)
-    arrays = {MASK_KEY: (mask > 0).astype(np.uint8)}
+    if not (mask.dtype == np.uint8 and (mask.size == 0 or mask.max() <= 1)):
+        mask = (mask > 0).astype(np.uint8)
+    arrays = {MASK_KEY: mask}
     if confidence is not None:
-        confidence = np.asarray(confidence, dtype=np.float32)
+        confidence = np.asarray(confidence)
         if confidence.shape != mask.shape:
             raise PSSLError(f'{path}: confidence {confidence.shape} and mask '
                             f'{mask.shape} differ in shape')
-        arrays[CONFIDENCE_KEY] = np.clip(confidence, 0, 1).astype(np.float16)
+        if not (confidence.dtype == np.float16 and confidence_problem(confidence) is None):
+            confidence = np.clip(confidence.astype(np.float32, copy=False), 0, 1).astype(np.float16)
+        arrays[CONFIDENCE_KEY] = confidence
     atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays),
                  suffix='.npz')
 
 
+def mask_problem(mask):
+    """Why ``arr_0`` is not a label mask (a float dtype, or a value other than
+    0 and 1, naming the first such value), or None. One ``max()`` (and a
+    ``min()`` for signed types) on the array: cheap enough for every sample."""
+    if mask.dtype.kind not in 'biu':
+        return (f'{MASK_KEY} has dtype {mask.dtype}; expected uint8 with 1 = object, '
+                f'0 = background')
+    if mask.size == 0:
+        return None
+    high = mask.max()
+    low = mask.min() if mask.dtype.kind == 'i' else 0
+    if high <= 1 and low >= 0:
+        return None
+    bad = high if high > 1 else low
+    hint = ' (a 0/255 mask? save mask > 0 as 1)' if bad == 255 else ''
+    return (f'{MASK_KEY} holds the value {int(bad)}; expected only 0 (background) and '
+            f'1 (object){hint}')
+
+
+def confidence_problem(confidence):
+    """Why a ``confidence`` array is not finite and within [0, 1], or None
+    (two reductions; NaN and inf fail them)."""
+    if confidence.dtype.kind != 'f':
+        return f'{CONFIDENCE_KEY} has dtype {confidence.dtype}; expected float in [0, 1]'
+    if confidence.size == 0:
+        return None
+    # float16 reductions are slow (seconds on 100 megapixels); as bits, every
+    # value in [+0, 1] is at most 0x3C00 and NaN, inf and negatives are above
+    if confidence.dtype == np.float16 and confidence.view(np.uint16).max() <= 0x3C00:
+        return None
+    low, high = confidence.min(), confidence.max()
+    if low >= 0 and high <= 1:   # False for NaN
+        return None
+    if not np.isfinite(low) or not np.isfinite(high):
+        values = confidence[~np.isfinite(confidence)]
+        return f'{CONFIDENCE_KEY} holds {values[0]} ({values.size} non-finite values)'
+    bad = low if low < 0 else high
+    return f'{CONFIDENCE_KEY} holds {float(bad):g}, outside [0, 1]'
+
+
 def read_label(path):
-    """-> (mask uint8 [H, W] with 1 = object, confidence float32 [H, W] or None)."""
+    """-> (mask uint8 [H, W] with 1 = object, confidence float32 [H, W] or None).
+
+    Refused with one line naming the file (:func:`mask_problem`,
+    :func:`confidence_problem`): a mask of another dtype or with other values
+    than 0/1 (upstream's ``PSSLDataset`` would train every such pixel as
+    background without a word), and a confidence with NaN, inf or values
+    outside [0, 1]."""
     if not os.path.isfile(path):
         raise PSSLError(f'{path}: label file not found')
     try:
@@ -90,7 +144,15 @@ def read_label(path):
         raise PSSLError(f'{path}: corrupt label file ({type(e).__name__}: {e})'.splitlines()[0])
     if mask.ndim != 2:
         raise PSSLError(f'{path}: label mask must be 2-D, got shape {mask.shape}')
-    return mask, confidence
+    problem = mask_problem(mask)
+    if problem is None and confidence is not None:
+        if confidence.shape != mask.shape:
+            problem = f'{CONFIDENCE_KEY} is {confidence.shape}, {MASK_KEY} is {mask.shape}'
+        else:
+            problem = confidence_problem(confidence)
+    if problem is not None:
+        raise PSSLError(f'{path}: {problem}')
+    return mask.astype(np.uint8, copy=False), confidence
 
 
 def read_synsets(path, count=None):

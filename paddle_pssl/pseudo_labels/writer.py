@@ -231,18 +231,24 @@ class LabelStoreWriter:
             try:
                 value = reader(item)
             except PSSLError as e:
-                if self.on_bad_image == 'raise':
-                    raise
-                if not self.has_label(item) and not self._skipped_before(item):
-                    self.counts['skipped'] += 1
-                    record = {'image': item.rel, 'reason': str(e), 'file': self._skip_key(item)}
-                    append_jsonl(self._skipped_path, record)
-                    self._skips[item.rel] = record
-                    from paddleseg.utils import logger
-                    logger.warning(f'skipped: {e}')
+                self.skip(item, e)
                 continue
             good.append((item, value))
         return good
+
+    def skip(self, item, error):
+        """Count, log and list ``item`` as skipped for ``error`` (a PSSLError,
+        raised again with ``on_bad_image='raise'``); an image with a label, or
+        skipped before and unchanged, is not counted again."""
+        if self.on_bad_image == 'raise':
+            raise error
+        if not self.has_label(item) and not self._skipped_before(item):
+            self.counts['skipped'] += 1
+            record = {'image': item.rel, 'reason': str(error), 'file': self._skip_key(item)}
+            append_jsonl(self._skipped_path, record)
+            self._skips[item.rel] = record
+            from paddleseg.utils import logger
+            logger.warning(f'skipped: {error}')
 
     def _write(self, label):
         path = self.label_path(label.item)

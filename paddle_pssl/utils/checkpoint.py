@@ -30,7 +30,7 @@ from .io import json_default
 
 __all__ = ['Checkpoints', 'Checkpoint', 'PARAMS', 'OPTIMIZER', 'STATE', 'checkpoint_iteration',
            'is_complete', 'complete_checkpoints', 'newest_complete', 'require_complete',
-           'read_checkpoint']
+           'read_checkpoint', 'first_mismatch', 'require_fit', 'require_pretrained_fit']
 
 PARAMS, OPTIMIZER, STATE = 'model.pdparams', 'model.pdopt', 'state.json'
 _NAME = re.compile(r'iter_(\d+)$')
@@ -104,6 +104,62 @@ def read_checkpoint(directory, with_state=False, flag='--resume', need_name=Fals
     return Checkpoint(os.path.normpath(directory), checkpoint_iteration(directory),
                       safe_load(os.path.join(directory, PARAMS)),
                       safe_load(os.path.join(directory, OPTIMIZER)), state)
+
+
+def _shape(value):
+    return list(getattr(value, 'shape', ()))
+
+
+def first_mismatch(file_state, model_state):
+    """The first parameter of ``model_state`` (in the model's order) that
+    ``file_state`` lacks or holds in another shape, as one phrase; None when
+    every one fits."""
+    for key, value in model_state.items():
+        if key not in file_state:
+            first = next(iter(file_state), None)
+            seen = f'; its first is {first} {_shape(file_state[first])}' if first else ''
+            return f'{key} {_shape(value)} is not in the file{seen}'
+        if _shape(file_state[key]) != _shape(value):
+            return f'{key} is {_shape(file_state[key])} in the file, {_shape(value)} in the model'
+    return None
+
+
+def _require_state(path, file_state, flag):
+    if not isinstance(file_state, dict) or not file_state:
+        raise PSSLError(f'{path}: {flag} holds no parameters (not a state dict of a model)')
+
+
+def require_fit(path, file_state, model, flag):
+    """Raise PSSLError naming ``path`` and the first parameter of ``model``
+    that the state dict ``file_state`` lacks or holds in another shape (a
+    checkpoint of another architecture, or of another class count)."""
+    _require_state(path, file_state, flag)
+    problem = first_mismatch(file_state, model.state_dict())
+    if problem:
+        raise PSSLError(f'{path}: {flag} does not fit {type(model).__name__}: {problem}')
+
+
+# below this share of a model's parameters, a load by shape ("pretrained")
+# has loaded almost nothing: a file of another model, not a partial fit
+MIN_PRETRAINED_SHARE = 0.1
+
+
+def require_pretrained_fit(path, file_state, model, flag='pretrained'):
+    """PaddleSeg loads ``pretrained`` weights by shape, skipping (and
+    logging) what does not fit; that stays, but a file that fits fewer than
+    :data:`MIN_PRETRAINED_SHARE` of ``model``'s parameters is refused with
+    one line saying why (for a classifier's weights given as a backbone: the
+    command that converts them). -> the number of parameters that fit."""
+    _require_state(path, file_state, flag)
+    model_state = model.state_dict()
+    fits = sum(1 for k, v in model_state.items()
+               if k in file_state and _shape(file_state[k]) == _shape(v))
+    if fits >= max(1, MIN_PRETRAINED_SHARE * len(model_state)):
+        return fits
+    from ..classifiers.convert import conversion_hint
+    raise PSSLError(f'{path}: as {flag} it fits {fits} of the {len(model_state)} parameters of '
+                    f'{type(model).__name__}, so it would train from random weights; first: '
+                    f'{first_mismatch(file_state, model_state)}{conversion_hint(path, file_state, model)}')
 
 
 # Where the loops write model files with atomic_paddle_save besides iter_<n>/;

@@ -103,17 +103,44 @@ def check_jpeg_complete(path):
         ImageFile.LOAD_TRUNCATED_IMAGES = keep
 
 
-def read_image_any(path, min_size=8):
+def image_size(path):
+    """(width, height) from the file's header (Pillow reads no pixels), or
+    None when Pillow cannot tell."""
+    from PIL import Image
+    keep, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None   # a size, not a decode
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:   # noqa: BLE001  (not Pillow-readable: OpenCV decides)
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = keep
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+            8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def read_image_any(path, min_size=8, reduce_to=None):
     """Read an image and make it 3-channel uint8 BGR, saying what was converted.
 
     -> (image, note) with note in {'', 'grey', 'alpha', '16bit', ...}, joined
     by '+'. Raises PSSLError (naming the file) for unreadable, truncated
-    (:func:`check_jpeg_complete`) or tiny images.
+    (:func:`check_jpeg_complete`) or tiny images. With ``reduce_to``, an image
+    whose long side is at least twice that is decoded at 1/2, 1/4 or 1/8
+    (OpenCV's reduced reads, JPEG scaled while decoding; never below
+    ``reduce_to``): OpenCV's Python binding copies what it decodes, so a full
+    decode of a 100-megapixel photo would hold it twice.
     """
     if not os.path.isfile(path):
         raise PSSLError(f'{path}: image file not found')
     check_jpeg_complete(path)
-    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    flag = cv2.IMREAD_UNCHANGED
+    size = image_size(path) if reduce_to else None
+    if size and max(size) >= 2 * reduce_to:
+        factor = max(f for f in _REDUCED if max(size) >= f * reduce_to)
+        flag = _REDUCED[factor] | cv2.IMREAD_IGNORE_ORIENTATION   # as IMREAD_UNCHANGED
+    image = cv2.imread(path, flag)
     if image is None:
         raise PSSLError(f'{path}: cannot decode image (corrupt or unsupported format)')
     notes = []

@@ -18,6 +18,9 @@ Defects worked around here (all seen with paddlepaddle 2.6.2):
 * ``LIMECVInterpreter`` keeps the superpixels of the first image it saw and
   reuses them for every later image (``LimeBase.segments`` is only computed
   while ``None``) -> :class:`LIMECVInterpreterFixed`.
+* LIME's fit calls ``Ridge(normalize=True)``, removed in scikit-learn 1.2 (the
+  only choice on Python 3.12+) -> :mod:`.lime_ridge`, installed by
+  :func:`base.import_interpretdl` where scikit-learn >= 1.2.
 """
 import warnings
 
@@ -76,7 +79,8 @@ class GradCAMInterpreterFixed(GradCAMInterpreter):
 class LIMECVInterpreterFixed(LIMECVInterpreter):
     """InterpretDL 0.8.0's ``LIMECVInterpreter`` that recomputes the superpixels
     for every image (0.8.0 reuses the first image's) and mutes scikit-learn
-    1.1's per-fit ``normalize`` FutureWarning."""
+    1.1's per-fit ``normalize`` FutureWarning (on scikit-learn >= 1.2 its fit is
+    :mod:`.lime_ridge`'s)."""
 
     def __init__(self, model, device=None, random_seed=None):
         super().__init__(model, device or paddle.get_device(), random_seed)

@@ -42,7 +42,8 @@ else
   if [ -z "$PY" ]; then
     hint="or PSSL_STACK=paddle3, which also runs on 3.13"
     [ "$STACK" = paddle3 ] && hint="or set PYTHON to one"
-    echo "error: PSSL_STACK=$STACK needs Python ${SUPPORTED// / or }; none found on PATH: install python3.11 ($hint)" >&2
+    versions="${SUPPORTED% *}"; versions="${versions// /, } or ${SUPPORTED##* }"
+    echo "error: PSSL_STACK=$STACK needs Python $versions; none found on PATH: install python3.11 ($hint)" >&2
     exit 1
   fi
   case "$PYV" in

@@ -48,7 +48,7 @@ else
   fi
   case "$PYV" in
     3.11) WHY="$PY, the set every published table was measured on" ;;
-    *) WHY="$PY, the first supported one found (no python3.11); its pins differ, see docs/install.md" ;;
+    *) WHY="$PY: no python3.11 found; the pins for $PYV are in docs/install.md" ;;
   esac
 fi
 

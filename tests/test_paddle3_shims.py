@@ -1,4 +1,4 @@
-"""The Paddle 3.3 shims (README, stack defects): each one on the running
+"""The Paddle 3.3 shims (docs/install.md, stack defects): each one on the running
 Paddle, whichever of the two stacks that is."""
 import numpy as np
 import paddle

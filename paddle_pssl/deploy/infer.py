@@ -108,7 +108,7 @@ class Predictor:
             import paddle
             if not paddle.is_compiled_with_cuda():
                 raise PSSLError('--device gpu: this paddlepaddle build has no CUDA '
-                                '(install paddlepaddle-gpu: see the README)')
+                                '(install paddlepaddle-gpu: see docs/install.md)')
             config.enable_use_gpu(100, 0)
         elif device == 'cpu':
             config.disable_gpu()

@@ -33,10 +33,14 @@ def import_interpretdl():
     ``paddle_pssl/_zlib_first.py``) with its import-time
     print muted: 0.8.0's GLIME/NormLIME/ForgettingEvents modules import the
     removed ``paddle.fluid`` and the package then prints a misleading
-    "Paddle should be installed" line."""
+    "Paddle should be installed" line. Where scikit-learn >= 1.2, LIME's
+    ``Ridge(normalize=True)`` is then written out (``lime_ridge.install``)."""
     if "interpretdl" not in sys.modules:
         with contextlib.redirect_stdout(io.StringIO()):
             import interpretdl  # noqa: F401
+        from .lime_ridge import install
+
+        install()
     return sys.modules["interpretdl"]
 
 

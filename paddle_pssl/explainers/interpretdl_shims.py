@@ -18,6 +18,13 @@ Defects worked around here (all seen with paddlepaddle 2.6.2):
 * ``LIMECVInterpreter`` keeps the superpixels of the first image it saw and
   reuses them for every later image (``LimeBase.segments`` is only computed
   while ``None``) -> :class:`LIMECVInterpreterFixed`.
+* ``IntGradCVInterpreter`` builds its path points as ``data * alpha`` with a
+  float64 ``alpha`` from ``np.linspace``: float32 under numpy 1, float64 under
+  numpy 2's promotion rules (NEP 50, Python 3.13 here), and Paddle's conv then
+  refuses the input -> :class:`IntGradCVInterpreterFixed`.
+* LIME's fit calls ``Ridge(normalize=True)``, removed in scikit-learn 1.2 (the
+  only choice on Python 3.12+) -> :mod:`.lime_ridge`, installed by
+  :func:`base.import_interpretdl` where scikit-learn >= 1.2.
 """
 import warnings
 
@@ -29,6 +36,7 @@ import_interpretdl()
 import paddle  # noqa: E402
 import paddle.nn.functional as F  # noqa: E402
 from interpretdl.interpreter.gradient_cam import GradCAMInterpreter  # noqa: E402
+from interpretdl.interpreter.integrated_gradients import IntGradCVInterpreter  # noqa: E402
 from interpretdl.interpreter.lime import LIMECVInterpreter  # noqa: E402
 
 
@@ -76,7 +84,8 @@ class GradCAMInterpreterFixed(GradCAMInterpreter):
 class LIMECVInterpreterFixed(LIMECVInterpreter):
     """InterpretDL 0.8.0's ``LIMECVInterpreter`` that recomputes the superpixels
     for every image (0.8.0 reuses the first image's) and mutes scikit-learn
-    1.1's per-fit ``normalize`` FutureWarning."""
+    1.1's per-fit ``normalize`` FutureWarning (on scikit-learn >= 1.2 its fit is
+    :mod:`.lime_ridge`'s)."""
 
     def __init__(self, model, device=None, random_seed=None):
         super().__init__(model, device or paddle.get_device(), random_seed)
@@ -86,6 +95,23 @@ class LIMECVInterpreterFixed(LIMECVInterpreter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             return super().interpret(*args, **kwargs)
+
+
+class IntGradCVInterpreterFixed(IntGradCVInterpreter):
+    """InterpretDL 0.8.0's ``IntGradCVInterpreter`` whose model inputs keep the
+    images' dtype under numpy 2 too (its ``data * alpha`` is float64 there)."""
+
+    def _build_predict_fn(self, *args, **kwargs):
+        super()._build_predict_fn(*args, **kwargs)
+        inner = self.predict_fn
+        if getattr(inner, "keeps_dtype", False):
+            return
+
+        def predict_fn(inputs, *args, **kwargs):
+            return inner(np.asarray(inputs, dtype=self.data_type), *args, **kwargs)
+
+        predict_fn.keeps_dtype = True
+        self.predict_fn = predict_fn
 
 
 # ----------------------------------------------------------------------------
@@ -101,7 +127,7 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False, timi
     * gradcam: :class:`GradCAMInterpreterFixed`.
     * smoothgrad: ``SmoothGradInterpreter`` after ``np.random.seed(seed)`` (the
       global numpy state is restored afterwards).
-    * intgrad: ``IntGradCVInterpreter`` (zero baseline).
+    * intgrad: :class:`IntGradCVInterpreterFixed` (zero baseline).
     * lime: one :class:`LIMECVInterpreterFixed` ``(random_seed=seed)`` over the
       images in order. 0.8.0 hard-wires ImageNet mean/std, so the classifier must too
       (``timing_only=True`` runs it anyway, for its cost: the maps are then not comparable).
@@ -124,7 +150,7 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False, timi
                                    visual=False)
             maps.append(upsample(cam, images.shape[2:])[0])
     elif isinstance(explainer, (SmoothGradExplainer, IntegratedGradientsExplainer)):
-        from interpretdl import IntGradCVInterpreter, SmoothGradInterpreter
+        from interpretdl import SmoothGradInterpreter
 
         saved_state = np.random.get_state()
         try:
@@ -137,7 +163,7 @@ def interpretdl_reference(explainer, images, targets, seed=None, raw=False, timi
             else:
                 if np.any(np.asarray(explainer.baseline) != 0):
                     raise ValueError("the InterpretDL reference of intgrad supports the zero baseline only")
-                interp = IntGradCVInterpreter(model, device=paddle.get_device())
+                interp = IntGradCVInterpreterFixed(model, device=paddle.get_device())
                 run = lambda x, t: interp.interpret(  # noqa: E731
                     x, labels=[t], steps=explainer.steps, gradient_of=explainer.gradient_of, visual=False)
             for i in range(len(images)):

@@ -4,8 +4,8 @@ Reused from InterpretDL: the superpixels (``_lime_base.compute_segments``:
 quickshift, sigma 1, on the uint8 RGB image), the random on/off design drawn
 from ``LimeBase.random_state`` (``randint(0, 2, num_samples * n_superpixels)``,
 first row all on), the cosine distances, the kernel and the weighted linear fit
-(``LimeBase._fitting_data``: ``Ridge(alpha=0, normalize=True)``, which needs
-scikit-learn < 1.2). Replaced: InterpretDL's per-sample Python loop that builds
+(``LimeBase._fitting_data``: ``Ridge(alpha=0, normalize=True)``, written out
+in :mod:`.lime_ridge` where scikit-learn >= 1.2 dropped it). Replaced: InterpretDL's per-sample Python loop that builds
 perturbed images and classifies them image by image. Here all perturbed copies
 of all images of the batch are built with one gather each and classified in
 chunks of ``batch_size`` rows; superpixels are computed once per image, in a

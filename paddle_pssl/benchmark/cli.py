@@ -1,6 +1,6 @@
 """``benchmark`` tool: the controlled end-to-end PSSL benchmark (:mod:`.run`).
 
-    python tools/benchmark_pssl.py                       # default size, about 15 min on 2 cores
+    python tools/benchmark_pssl.py                       # default size (docs/benchmark.md)
     python tools/benchmark_pssl.py --scale 4 --seeds 0 1 2 3 4
     python tools/benchmark_pssl.py -c configs/benchmark/tiny.yml --out output/benchmark_tiny
     python tools/benchmark_pssl.py --out output/benchmark --resume   # after a kill: reuse finished jobs

@@ -138,12 +138,14 @@ def _md(results):
     if cpu:
         groups = {}
         for job, value in cpu.items():
-            kind = next((k for k in ('classifier', 'labels', 'pretrain', 'finetune') if k in job), 'other')
-            count, total = groups.get(kind, (0, 0.0))
-            groups[kind] = (count + 1, total + (value or 0.0))
+            kind = job.split('_', 1)[0]   # classifier, labels, pretrain, finetune, or an extension's
+            count, total, unknown = groups.get(kind, (0, 0.0, 0))
+            groups[kind] = (count + 1, total + (value or 0.0), unknown + (value is None))
         lines += ['', '## CPU seconds of the jobs (their own processes, whatever else ran)', '',
                   '| jobs | count | CPU s | per job |', '|---|---|---|---|']
-        lines += [f'| {k} | {n} | {t:.0f} | {t / n:.0f} |' for k, (n, t) in groups.items()]
+        lines += [f'| {k} | {n} | {t:.0f}' + (f' ({u} reused without a record)' if u else '') +
+                  f' | {t / (n - u):.0f} |' if n > u else f'| {k} | {n} | reused without a record | - |'
+                  for k, (n, t, u) in groups.items()]
     return '\n'.join(lines) + '\n'
 
 

@@ -7,16 +7,19 @@ and configs:
 3. generate pseudo labels with the ensemble (the generator, in label shards),
    scoring every explainer alone, every classifier alone and the consensus
    against the exact masks;
-4. pre-train DeepLabV3+-ResNet18_vd end to end on the labels (``train``),
-   once with class weights only and once with per-pixel confidence weights;
-5. fine-tune on the target set from (a) random init, (b) the classifier's
-   backbone + random head, (c) PSSL pre-training (class-weighted) and
-   (c') PSSL pre-training (pixel-weighted), over several seeds, and evaluate
-   (``val``) on the held-out test split;
-6. write results.md, results.json and figure.png.
+4. write the other label stores the rows name: the exact masks (d), the
+   exact masks of other images (e), degraded masks, generator variants
+   (``label_sources``), each scored against the exact masks;
+5. pre-train DeepLabV3+-ResNet18_vd end to end on each row's store (class-
+   or pixel-weighted), at each pre-training seed;
+6. fine-tune every row of ``inits`` ((a) random init, (b) the classifier's
+   backbone + random head, the pre-trained rows) at the same seeds, and at
+   the label-efficiency sizes, and evaluate (``val``) on the held-out test
+   split; every row is paired with the baseline by seed (:mod:`.stats`);
+7. write <report_name>.md/.json and the figures.
 
 Paddle computes on one thread here, so independent jobs (the classifiers, the
-label shards, the two pre-trainings, the fine-tuning runs) run as ``workers``
+label shards, the pre-trainings, the fine-tuning runs) run as ``workers``
 processes of the project's CLIs (``python -m paddle_pssl <tool>``, see
 :mod:`.jobs`) at once; each job's log is under ``logs/``.
 A finished job leaves ``logs/<job>.done`` with a fingerprint of its commands

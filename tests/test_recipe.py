@@ -7,7 +7,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 
@@ -91,22 +90,6 @@ def test_old_shared_example_is_what_the_schemas_refused():
 
 
 # --------------------------------------------------------------- end to end
-def _make_user_data(top):
-    """data/my_classes/<mug|spoon|teapot>/*.png and data/my_seg (PaddleSeg
-    Dataset: images/, labels/ 0..3, train.txt, val.txt) under ``top``."""
-    from paddle_pssl.datasets import synthetic
-    made = synthetic.make_source_set(str(top / 'gen_source'), num_classes=3, images_per_class=6,
-                                     image_size=48, seed=0)
-    classes = top / 'data' / 'my_classes'
-    for wnid, name in zip(made['class_names'], CLASSES):
-        shutil.move(os.path.join(made['image_root'], 'train', wnid), classes / name)
-    shutil.rmtree(top / 'gen_source')
-    seg = synthetic.make_target_set(str(top / 'data' / 'my_seg'), num_classes=3, num_train=4,
-                                    num_test=4, image_size=48, seed=1)
-    shutil.move(seg['test_path'], top / 'data' / 'my_seg' / 'val.txt')
-    assert seg['num_classes'] == 4   # the recipe's placeholder class count
-
-
 class _Steps:
     """Runs each step's command from the user's folder and keeps its CPU seconds."""
 
@@ -138,7 +121,9 @@ def _tiny_train(config, save_dir, iters, batch, *opts):
 
 def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
     from paddle_pssl.pseudo_labels import store
-    _make_user_data(tmp_path)
+    from paddle_pssl.datasets.synthetic import make_own_data_example
+    made = make_own_data_example(str(tmp_path), CLASSES[::-1])   # any order: ids follow the sorted names
+    assert made['class_names'] == CLASSES and made['num_classes'] == 4   # the recipe's placeholder
     run = _Steps(tmp_path)
     out = tmp_path / 'output' / 'recipe'
 
@@ -203,3 +188,19 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
         assert 0.0 <= metrics['miou'] <= 1.0 and len(metrics['class_iou']) == 4
 
     print('\nCPU seconds per step (tiny set):', json.dumps({k: round(v, 1) for k, v in run.cpu.items()}))
+
+
+def test_the_page_runs_every_recipe_config_with_existing_tools():
+    """docs/own_data.md's commands name tools and configs that exist, and
+    every recipe config (but the _base_ pieces) is run by one of them."""
+    page = open(os.path.join(ROOT, 'docs', 'own_data.md')).read()
+    commands = ' '.join(' '.join(re.findall(r'```bash\n(.*?)```', page, re.S)).replace('\\\n', ' ').split())
+    tools = set(re.findall(r'python (tools/\w+\.py)', commands))
+    assert tools >= {'tools/train_cls.py', 'tools/convert_cls_to_seg.py', 'tools/generate_pssl.py',
+                     'tools/inspect_pssl.py', 'tools/train.py', 'tools/val.py'}, tools
+    assert all(os.path.isfile(os.path.join(ROOT, t)) for t in tools)
+    named = set(re.findall(r'configs/recipes/([\w$]+)\.yml', commands))
+    named = {n for n in named if '$' not in n} | {
+        f'{run}' for run in re.findall(r'for run in ([\w ]+);', commands)[0].split()}
+    shipped = {os.path.splitext(n)[0] for n in os.listdir(RECIPES) if n.endswith('.yml')}
+    assert named == shipped, (named, shipped)

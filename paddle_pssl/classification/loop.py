@@ -102,10 +102,10 @@ def run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path):
     run.load_data()
     run.build()
     checkpoints = Checkpoints(save_dir, max(int(cfg['keep_checkpoint_max']), 1), with_state=True)
-    if not resume:
-        checkpoints.remove_earlier_run('--resume')
     if resume:
         run.resume_from(resume)
+    else:
+        checkpoints.remove_earlier_run('--resume')
     writer = None
     if use_vdl:
         from visualdl import LogWriter

@@ -32,7 +32,7 @@ def _check_counts(args, minimums):
 
 def train_main(argv=None):
     p = ArgumentParser('Train a segmentation model (PSSL pre-training or fine-tuning).')
-    add_config_args(p)
+    add_config_args(p, 'iters=1000 batch_size=2 lr_scheduler.learning_rate=0.005')
     p.add_argument('--iters', type=int, default=None)
     p.add_argument('--batch_size', type=int, default=None)
     p.add_argument('--learning_rate', type=float, default=None)
@@ -96,7 +96,7 @@ def train_main(argv=None):
 
 def val_main(argv=None):
     p = ArgumentParser('Evaluate a trained model on the config\'s val_dataset.')
-    add_config_args(p)
+    add_config_args(p, 'val_dataset.val_path=data/my_seg/test.txt')
     p.add_argument('--model_path', required=True, help='model.pdparams to evaluate')
     p.add_argument('--num_workers', type=int, default=0)
     p.add_argument('--aug_eval', action='store_true')
@@ -139,7 +139,7 @@ def val_main(argv=None):
 
 def predict_main(argv=None):
     p = ArgumentParser('Predict images with a trained model; saves masks and overlays.')
-    add_config_args(p)
+    add_config_args(p, 'model.backbone.output_stride=8')
     p.add_argument('--model_path', required=True)
     p.add_argument('--image_path', required=True, help='an image, a folder or a list file')
     p.add_argument('--save_dir', default='./output/result')
@@ -183,7 +183,7 @@ def predict_main(argv=None):
 
 def export_main(argv=None):
     p = ArgumentParser('Export a trained model for Paddle Inference (static graph).')
-    add_config_args(p)
+    add_config_args(p, 'model.backbone.output_stride=8')
     p.add_argument('--model_path', required=True)
     p.add_argument('--save_dir', default='./output/inference_model')
     p.add_argument('--input_shape', nargs=4, type=int, default=None,
@@ -201,7 +201,7 @@ def export_main(argv=None):
 
 def generate_main(argv=None):
     p = ArgumentParser('Generate PSSL pseudo labels from explanations of classifiers.')
-    add_config_args(p)
+    add_config_args(p, 'source.image_root=data/my_classes output.pssl_root=output/my_labels')
     p.add_argument('--shard', default=None,
                    help='i/N: take every N-th image starting at i (default: the '
                         'launcher rank under paddle.distributed.launch, else 0/1)')

@@ -190,3 +190,24 @@ def test_weights_that_do_not_fit_name_the_first_parameter_with_both_shapes(tmp_p
     with pytest.raises(PSSLError, match=r'fits 0 of the 4 parameters of Sequential, so it would train '
                                         r'from random weights; first: 0\.weight \[4, 3\] is not in the file'):
         require_pretrained_fit('f.pdparams', {'x': paddle.zeros([2])}, model)
+
+
+def test_a_fresh_run_removes_an_earlier_runs_checkpoints_and_says_so(tmp_path, capsys):
+    earlier = Checkpoints(str(tmp_path), keep=0)
+    for n in (100, 200):
+        earlier.save(n, _params(n), _opt(n))
+    os.makedirs(tmp_path / 'iter_300')            # an incomplete one goes too
+    os.makedirs(tmp_path / 'best_model')
+    (tmp_path / 'train.log').write_text('kept')   # files of other tools stay
+    fresh = Checkpoints(str(tmp_path), keep=2)
+    removed = fresh.remove_earlier_run('--resume_model', model_dirs=True)
+    assert removed == ['iter_100', 'iter_200', 'iter_300', 'best_model']
+    assert sorted(os.listdir(tmp_path)) == ['train.log']
+    line = [x for x in capsys.readouterr().out.splitlines() if 'earlier run' in x]
+    assert len(line) == 1 and 'removed 4 checkpoint folder(s)' in line[0] and '--resume_model' in line[0]
+    fresh.save(2, _params(2), _opt(2))
+    assert newest_complete(str(tmp_path)) == str(tmp_path / 'iter_2')
+    # without model_dirs (the classifier loop) best_model folders stay
+    os.makedirs(tmp_path / 'best_model')
+    assert Checkpoints(str(tmp_path)).remove_earlier_run('--resume') == ['iter_2']
+    assert sorted(os.listdir(tmp_path)) == ['best_model', 'train.log']

@@ -104,6 +104,8 @@ def run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path):
     checkpoints = Checkpoints(save_dir, max(int(cfg['keep_checkpoint_max']), 1), with_state=True)
     if resume:
         run.resume_from(resume)
+    else:
+        checkpoints.remove_earlier_run('--resume')
     writer = None
     if use_vdl:
         from visualdl import LogWriter

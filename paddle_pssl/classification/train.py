@@ -205,7 +205,7 @@ def train_cls_main(argv=None):
 
     p = ArgumentParser('Train an image classifier (optionally with HFPL losses) '
                        'whose explanations become PSSL labels.')
-    add_config_args(p)
+    add_config_args(p, 'train_dataset.image_root=data/my_classes batch_size=16')
     p.add_argument('--save_dir', default=None,
                    help='default: output/classifiers/<config name>')
     p.add_argument('--iters', type=int, default=None, help='overrides iters (and epochs)')

@@ -222,6 +222,8 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     if paddle.distributed.ParallelEnv().local_rank == 0:  # the rank the loop saves on
         checkpoints = Checkpoints(kwargs.get('save_dir', 'output'),
                                   keep=kwargs.get('keep_checkpoint_max', 5))
+        if kwargs.get('resume_model') is None:
+            checkpoints.remove_earlier_run('--resume_model', model_dirs=True)
     unit = ('model.pdparams', 'model.pdopt') + (
         ('ema_model.pdparams',) if kwargs.get('use_ema') else ())
     # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes

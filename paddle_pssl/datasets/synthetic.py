@@ -208,3 +208,26 @@ def make_target_set(root, num_classes=3, num_train=24, num_test=60, image_size=6
                 atomic_write_text(path, ''.join(f'{x}\n' for x in lines[:n]))
                 out['train_subsets'][n] = path
     return out
+
+
+def make_own_data_example(top, class_names=('mug', 'spoon', 'teapot'), images_per_class=6,
+                          num_seg_classes=3, num_train=4, num_val=4, image_size=48, seed=0):
+    """A generated set in the layouts docs/own_data.md asks for, under ``top``:
+    ``data/my_classes/<class name>/*.png`` (class per folder, any names) and
+    ``data/my_seg`` (PaddleSeg ``Dataset``: ``images/``, ``labels/`` with
+    0 = background and 1..num_seg_classes, ``train.txt``, ``val.txt``).
+    -> {'my_classes', 'my_seg', 'class_names' (sorted), 'num_classes' (of my_seg)}."""
+    import shutil
+    names = sorted(class_names)
+    made = make_source_set(os.path.join(top, 'gen_source'), len(names), images_per_class,
+                           image_size, seed=seed)
+    classes = os.path.join(top, 'data', 'my_classes')
+    os.makedirs(classes, exist_ok=True)
+    for wnid, name in zip(made['class_names'], names):
+        shutil.move(os.path.join(made['image_root'], 'train', wnid), os.path.join(classes, name))
+    shutil.rmtree(os.path.join(top, 'gen_source'))
+    seg_root = os.path.join(top, 'data', 'my_seg')
+    seg = make_target_set(seg_root, num_seg_classes, num_train, num_val, image_size, seed=seed + 1)
+    os.replace(seg['test_path'], os.path.join(seg_root, 'val.txt'))
+    return {'my_classes': classes, 'my_seg': seg_root, 'class_names': names,
+            'num_classes': seg['num_classes']}

@@ -241,7 +241,7 @@ def relabel_main(argv=None):
     from ..utils.cli import ArgumentParser, add_config_args, setup_runtime
     p = ArgumentParser('Cyclic relabelling: predict the training set with a trained PSSL '
                        'model into a new label store.')
-    add_config_args(p)
+    add_config_args(p, 'model.backbone.output_stride=8')
     p.add_argument('--model_path', required=True, help='model.pdparams of the trained model')
     p.add_argument('--image_root', required=True, help='the source images (<root>/train/<class>/*)')
     p.add_argument('--pssl_root', default=None,

@@ -14,6 +14,12 @@ loop asks for it); folders that do not pass (an empty ``iter_<n>`` from
 PaddleSeg's ``makedirs``, a hand-copied partial one) are ignored by
 keep-last-N and :func:`newest_complete`, and refused by :func:`read_checkpoint`.
 
+A fresh run (one that resumes nothing) first removes the ``iter_<n>``
+folders an earlier run left in its ``save_dir``
+(:meth:`Checkpoints.remove_earlier_run`, one log line), as a PaddleSeg
+re-run into the same folder overwrites its files: otherwise keep-last-N and
+"the newest ``iter_<n>``" would mix the two runs.
+
 Leftovers of a killed save (staging folders, model files' ``.tmp_*``
 temporaries of :func:`~paddle_pssl.utils.io.atomic_paddle_save`) are removed when a
 :class:`Checkpoints` is next made for that folder. One process writes to a
@@ -239,6 +245,36 @@ class Checkpoints:
             doomed = _work_dir(self.save_dir, 'del', n)
             os.rename(path, doomed)
             _remove_tree(doomed)
+
+    def remove_earlier_run(self, resume_flag, model_dirs=False):
+        """Delete every ``iter_<n>`` folder (and with ``model_dirs``
+        ``best_model``/``ema_best_model``) in ``save_dir`` and say so in one
+        log line naming ``resume_flag``: a fresh run there must not leave an
+        earlier run's checkpoints beside its own, where keep-last-N,
+        ``newest_complete`` and a user looking for the last ``iter_<n>``
+        would take them for this run's. -> the names removed."""
+        removed = []
+        for name in sorted(os.listdir(self.save_dir)):
+            path = os.path.join(self.save_dir, name)
+            if not os.path.isdir(path):
+                continue
+            if _NAME.match(name):
+                doomed = _work_dir(self.save_dir, 'del', checkpoint_iteration(name))
+                os.rename(path, doomed)   # as prune does: no half iter_<n> after a kill
+                _remove_tree(doomed)
+            elif model_dirs and name in _MODEL_DIRS:
+                _remove_tree(path)
+            else:
+                continue
+            removed.append(name)
+        removed.sort(key=lambda n: (checkpoint_iteration(n) is None, checkpoint_iteration(n) or 0, n))
+        if removed:
+            from paddleseg.utils import logger
+            shown = ', '.join(removed[:4]) + (', ...' if len(removed) > 4 else '')
+            logger.warning(f'{self.save_dir}: removed {len(removed)} checkpoint folder(s) of an '
+                           f'earlier run ({shown}); to continue a run instead, pass {resume_flag} '
+                           f'<save_dir>/iter_<n>')
+        return removed
 
     def remove_leftovers(self):
         """Undo or delete what a killed save left in ``save_dir``."""

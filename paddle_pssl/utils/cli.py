@@ -7,13 +7,14 @@ import traceback
 from .errors import PSSLError, one_line
 
 
-def add_config_args(parser):
-    """-c/--config (PaddleClas habit) and --config (PaddleSeg), plus --opts."""
+def add_config_args(parser, opts_example):
+    """-c/--config (PaddleClas habit) and --config (PaddleSeg), plus --opts
+    whose help shows ``opts_example``: keys of the tool's own config kind
+    (tests/test_recipe.py runs every tool's example through its config path)."""
     parser.add_argument('-c', '--config', dest='cfg', required=True,
                         help='path to the YAML config')
     parser.add_argument('-o', '--opts', nargs='+', default=None,
-                        help='override config keys: key=value ..., e.g. '
-                             'train_dataset.pssl_root=data/pssl batch_size=2')
+                        help=f'override config keys: key=value ..., e.g. {opts_example}')
     parser.add_argument('--device', default='cpu',
                         choices=['cpu', 'gpu', 'xpu', 'npu', 'mlu'],
                         help='device to run on (default: cpu)')

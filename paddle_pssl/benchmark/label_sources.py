@@ -18,7 +18,9 @@ Every random draw is fixed per image by ``seed``: the same settings give the
 same store. Stores are written by the one store writer, in the format the
 generator writes, so the same dataset and loss read them.
 """
+import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -89,8 +91,7 @@ def degrade(mask, kind, strength, draws):
 
 
 def _max_strength(kind, shape):
-    side = max(shape)
-    return {'blot': float(BLOTS_MAX), 'shift': float(side)}.get(kind, float(side))
+    return float(BLOTS_MAX) if kind == 'blot' else float(max(shape))
 
 
 def set_miou(masks, gts, class_ids):
@@ -180,10 +181,7 @@ def write_mask_store(root, items, class_names, masks, settings):
 def build_store(root, spec, source, seed=0):
     """Write the store of label source ``spec`` for the benchmark's source
     set into ``root`` (emptied first) -> its facts (strength for degraded)."""
-    import shutil
-
     from ..datasets.classification_set import list_source
-    import json
     wanted = dict(spec, seed=seed)
     try:   # made before with the same settings (a resumed run): keep its files
         with open(os.path.join(root, 'manifest.json')) as f:

@@ -83,6 +83,18 @@ def test_runs_leave_labels_checkpoints_and_logs(results):
     assert (results / 'pretrain' / 'exact_seed0' / 'iter_6' / 'model.pdparams').is_file()
     assert (results / 'labels_exact' / 'train.txt').is_file()
     assert any(name.startswith('vdlrecords') for name in os.listdir(results / 'finetune' / 'a_random_seed0'))
+    # finished jobs keep their weights and drop their optimizer states
+    assert not list((results / 'pretrain').rglob('model.pdopt'))
+    assert not list((results / 'finetune').rglob('model.pdopt'))
+
+
+def test_no_rows_of_a_kind_is_no_rows():
+    """A config without a random-init row (e.g. dose_response.yml) fine-tunes
+    no row early: an empty selection is not 'all rows'."""
+    from paddle_pssl.benchmark.run import Benchmark
+    bench = Benchmark.__new__(Benchmark)
+    bench.inits = [{'key': 'b', 'init': 'backbone'}]
+    assert bench.init_overrides([]) == {}
 
 
 def test_fingerprint_follows_config_content(tmp_path):

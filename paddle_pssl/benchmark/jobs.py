@@ -129,13 +129,24 @@ def job_done(name, job, log_dir):
             and record.get('fingerprint') == fingerprint(job))
 
 
+def drop_optimizer_states(job):
+    """Remove the ``model.pdopt`` files a finished job left in its own folders:
+    a re-run starts from empty folders, so they would only take disk (as much
+    again as the weights)."""
+    for path in job.own_dirs():
+        for root, _, files in os.walk(path):
+            if 'model.pdopt' in files:
+                os.remove(os.path.join(root, 'model.pdopt'))
+
+
 def run_jobs(jobs, workers, log_dir, resume=False, log=None):
     """Run ``jobs`` ({name: Job or list of argv}) with at most ``workers``
     processes at once; stop at the first failure with one line naming the
     job's log. Every finished job leaves ``logs/<name>.done`` with its
     fingerprint; with ``resume`` a job whose record matches is not run again.
     A job that runs starts from empty ``--save_dir``/``--save_root`` folders,
-    so a re-run never mixes with a killed attempt. -> {job: CPU seconds of
+    so a re-run never mixes with a killed attempt; a finished job's optimizer
+    states are removed. -> {job: CPU seconds of
     its processes} (a reused job's from its record; None for older records)."""
     os.makedirs(log_dir, exist_ok=True)
     jobs = {name: job if isinstance(job, Job) else Job(job) for name, job in jobs.items()}
@@ -190,6 +201,7 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
                     launch(name, rest, log_file, key)
                 else:
                     log_file.close()
+                    drop_optimizer_states(jobs[name])
                     atomic_write_text(_done_path(log_dir, name),
                                       json.dumps({'fingerprint': key, 'cpu_s': cpu[name]}))
         return cpu

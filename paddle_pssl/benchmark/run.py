@@ -324,7 +324,7 @@ class Benchmark:
     def init_overrides(self, rows=None):
         """{row key: model overrides, or seed -> overrides} of the rows."""
         out = {}
-        for row in rows or self.inits:
+        for row in self.inits if rows is None else rows:
             if row['init'] == 'random':
                 out[row['key']] = {}
             elif row['init'] == 'backbone':

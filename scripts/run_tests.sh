@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up the venv of the chosen PaddlePaddle stack if needed (PSSL_STACK=paddle3,
 # the default, or paddle2; PYTHON; see scripts/setup_env.sh and docs/install.md),
-# then run the test suite (CPU, no network).
+# then run the test suite (CPU, no network), or the test files and pytest options
+# given (bash scripts/run_tests.sh tests/test_docs.py -x).
 # The suite writes several GB of models and checkpoints under its temporary
 # folder: that folder is removed when the run ends, unless PSSL_KEEP_TEST_TMP=1
 # (or you pass your own --basetemp).
@@ -19,4 +20,4 @@ if [[ " $* " != *" --basetemp"* ]]; then
   fi
   extra=(--basetemp "$tmp/t")
 fi
-"$PY" -m pytest -q -p no:cacheprovider "${extra[@]}" tests "$@"
+"$PY" -m pytest -q -p no:cacheprovider "${extra[@]}" "$@"   # no path given: tests/ (pytest.ini)

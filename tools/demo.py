@@ -3,7 +3,7 @@ target set, pre-train DeepLabV3 on the pseudo labels (tools/train.py with
 configs/demo/deeplabv3_toy_pssl.yml), fine-tune it with evaluation, and print
 where the checkpoints and VisualDL logs are. No download, CPU, a few minutes.
 
-    python tools/demo.py [--out output/demo]
+    python tools/demo.py [--device cpu]     # writes output/demo
 """
 import argparse
 import os

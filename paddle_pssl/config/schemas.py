@@ -115,8 +115,9 @@ GENERATOR = Block({
 #   .pdparams loaded by shape (a classifier layer of another class count stays
 #   random, any other mismatch is an error).
 # model.input_size: images are stretched to input_size x input_size.
-# model.output_stride: 32, or 16 / 8 for PaddleClas ResNet and MobileNetV3
-#   (finer CAMs; the generator's classifier entry must say the same).
+# model.output_stride: 32, or 16 / 8 by dilation for PaddleClas ResNet and
+#   MobileNetV3 and for EfficientNet-Lite (finer CAMs; the generator's
+#   classifier entry must say the same).
 # train_dataset.image_root: <root>/train/<class>/* or <root>/<class>/*;
 #   file_list + synsets for a list of "<rel path> <class id>" lines. The class
 #   count is the number of class folders (or synsets). val_fraction:

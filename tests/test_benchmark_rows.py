@@ -99,3 +99,22 @@ def test_exact_store_is_read_by_the_same_dataset_and_loss(source, tmp_path):
     ls.build_store(str(root), {'kind': 'exact'}, src)
     assert before == ((root / store.FILE_LIST).stat().st_mtime_ns,
                       sorted(p.stat().st_mtime_ns for p in root.rglob('*.npz')))
+
+
+def test_dose_response_generator_variants_are_what_they_say():
+    """A variant's overrides merge into its generator config key by key: 'CAM
+    alone' must drop the default's SmoothGrad, not add CAM to it."""
+    import os
+    from paddle_pssl.config import load_yaml, merge_dicts
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = load_yaml(os.path.join(repo, 'configs', 'benchmark', 'pseudo_labels.yml'))
+    rows = {r['key']: r for r in load_yaml(os.path.join(repo, 'configs', 'benchmark', 'dose_response.yml'))['inits']}
+
+    def explainers(key):
+        spec = rows[key]['labels']
+        start = load_yaml(os.path.join(repo, spec['config'])) if spec.get('config') else base
+        return set(merge_dicts(start, spec.get('overrides') or {})['explainers'])
+
+    assert {key: explainers(key) for key in ('cam_only', 'previous_default', 'c_pssl_class_weighted')} == {
+        'cam_only': {'cam', 'gradcam'}, 'previous_default': {'cam', 'gradcam', 'smoothgrad', 'lime'},
+        'c_pssl_class_weighted': {'cam', 'smoothgrad'}}

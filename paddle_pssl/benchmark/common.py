@@ -39,7 +39,7 @@ def source_id(row):
     """The name of a pretrained row's label source (its store folder's suffix)."""
     spec = row['labels']
     if spec['kind'] == 'generated':
-        return f"generated_{row['key']}" if spec.get('overrides') else 'generated'
+        return f"generated_{row['key']}" if spec.get('overrides') or spec.get('config') else 'generated'
     if spec['kind'] == 'degraded':
         return f"{spec['degrade']}_{spec['target_miou']:g}"
     return spec['kind']

@@ -156,15 +156,16 @@ class Benchmark:
         self.results['classifiers'] = self.classifiers
 
     # 3 ---------------------------------------------------------------
-    def generate_labels(self, label_root=None, overrides=None, name='labels'):
+    def generate_labels(self, label_root=None, overrides=None, name='labels', config=None):
         """Run the generator over the source set into ``label_root`` (default
         ``labels/``, the main store, scored map by map; another root is a
-        generator variant with ``overrides``, scored as a store only)."""
+        generator variant: ``config`` (default: the benchmark's) with
+        ``overrides``, scored as a store only)."""
         from ..datasets.classification_set import list_source
         from ..pseudo_labels.generate import PseudoLabelGenerator
         main = label_root is None
         label_root = label_root or os.path.join(self.out, 'labels')
-        gen_cfg = load_yaml(config_path(self.cfg['pseudo_labels']))
+        gen_cfg = load_yaml(config_path(config or self.cfg['pseudo_labels']))
         gen_cfg = merge_dicts(gen_cfg, {
             'seed': self.cfg['seed'],
             'source': {'image_root': self.source['image_root'], 'synsets': self.source['synsets']},
@@ -272,7 +273,7 @@ class Benchmark:
                 root = self.label_root
             elif spec['kind'] == 'generated':
                 root = os.path.join(self.out, f'labels_{sid}')
-                self.generate_labels(root, spec['overrides'], f'labels_{sid}')
+                self.generate_labels(root, spec['overrides'], f'labels_{sid}', spec.get('config'))
             else:
                 root = os.path.join(self.out, f'labels_{sid}')
                 build_store(root, spec, self.source, self.cfg['seed'])

@@ -242,8 +242,8 @@ def _label_source(spec):
         return 'kind', 'degraded labels need degrade and target_miou'
     if kind != 'degraded' and (spec.get('degrade') or spec.get('target_miou') is not None):
         return 'kind', 'degrade and target_miou apply to kind degraded only'
-    if spec.get('overrides') and kind != 'generated':
-        return 'kind', 'overrides (of the generator config) apply to kind generated only'
+    if (spec.get('overrides') or spec.get('config')) and kind != 'generated':
+        return 'kind', 'config and overrides (of the generator) apply to kind generated only'
     return None
 
 
@@ -261,7 +261,10 @@ INIT_ROW = Block({
     'init': Choice('pretrained', INIT_KINDS),
     'labels': Block({
         'kind': Choice('generated', LABEL_KINDS),
-        'overrides': Free(None, doc='kind generated: merged into the pseudo_labels config'),
+        'config': Str(None, nullable=True,
+                      doc="kind generated: the generator config (default: the benchmark's pseudo_labels); "
+                          "a file can replace a mapping whole with _inherited_: false"),
+        'overrides': Free(None, doc='kind generated: merged into that config'),
         'degrade': Choice(None, DEGRADATIONS), 'target_miou': Num(None, min=0, max=1),
     }, fill=False, nullable=True, rules=(_label_source,)),
     'use_confidence': Bool(False, doc='pixel-weighted loss (the store\'s confidence)'),

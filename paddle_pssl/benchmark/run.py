@@ -120,7 +120,12 @@ class Benchmark:
         self.target = synthetic.make_target_set(
             os.path.join(data_dir, 'target'), t['num_classes'], max([2 * self.num_train, *self.train_sizes]),
             scaled(t['num_test'], scale), t['image_size'], seed=self.cfg['seed'] + 1,
-            train_subsets=sorted({self.num_train, *self.train_sizes}))
+            train_subsets=[self.num_train])
+        # the other sizes' lists live beside the set: the set's folder, which the
+        # jobs' fingerprints hash, stays the same whatever sizes a config asks for
+        self.target['train_subsets'].update(synthetic.write_train_subsets(
+            self.target['train_path'], sorted(set(self.train_sizes) - {self.num_train}),
+            os.path.join(data_dir, 'target_subsets')))
         self.target['train_path'] = self.target['train_subsets'][self.num_train]
 
     # 2 ---------------------------------------------------------------
@@ -273,7 +278,7 @@ class Benchmark:
                 root = self.label_root
             elif spec['kind'] == 'generated':
                 root = os.path.join(self.out, f'labels_{sid}')
-                self.generate_labels(root, spec['overrides'], f'labels_{sid}', spec.get('config'))
+                self.generate_labels(root, spec.get('overrides'), f'labels_{sid}', spec.get('config'))
             else:
                 root = os.path.join(self.out, f'labels_{sid}')
                 build_store(root, spec, self.source, self.cfg['seed'])

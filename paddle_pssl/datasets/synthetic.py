@@ -200,13 +200,22 @@ def make_target_set(root, num_classes=3, num_train=24, num_test=60, image_size=6
             _png(os.path.join(root, 'labels', name + '.png'), label)
             lines.append(f'images/{name}.png labels/{name}.png')
         atomic_write_text(os.path.join(root, f'{split}.txt'), ''.join(f'{x}\n' for x in lines))
-        if split == 'train':
-            for n in train_subsets:
-                if not 1 <= n <= count:
-                    raise ValueError(f'train subset of {n} images from {count}')
-                path = os.path.join(root, f'train_n{n}.txt')
-                atomic_write_text(path, ''.join(f'{x}\n' for x in lines[:n]))
-                out['train_subsets'][n] = path
+    out['train_subsets'] = write_train_subsets(out['train_path'], train_subsets, root)
+    return out
+
+
+def write_train_subsets(train_path, sizes, folder):
+    """``folder/train_n<n>.txt``: the first n lines of the list ``train_path``
+    for each n of ``sizes`` (nested subsets; lines stay relative to the
+    dataset root, so the lists may live outside it). -> {n: path}"""
+    with open(train_path) as f:
+        lines = f.readlines()
+    out = {}
+    for n in sizes:
+        if not 1 <= n <= len(lines):
+            raise ValueError(f'train subset of {n} images from {len(lines)}')
+        out[n] = os.path.join(folder, f'train_n{n}.txt')
+        atomic_write_text(out[n], ''.join(lines[:n]))
     return out
 
 

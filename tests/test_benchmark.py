@@ -154,3 +154,47 @@ def test_pmm_and_mm_extensions_run_on_the_finished_run(results):
     assert [row[0] for row in mm['rows']] == list(INITS.values())
     table = open(results / 'results.md').read()
     assert 'PMM: CoV smoothing' in table and 'Mix-and-Match tuning' in table
+
+
+def test_one_run_at_a_time_per_folder(tmp_path):
+    """A second run into a folder in use is refused before it touches anything."""
+    from paddle_pssl.benchmark.jobs import folder_lock
+    from paddle_pssl.utils.errors import PSSLError
+    cfg = load_yaml(os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'))
+    with folder_lock(str(tmp_path)):
+        with pytest.raises(PSSLError, match='another benchmark run is using this folder'):
+            run_benchmark(cfg, str(tmp_path), log=lambda *a: None)
+    assert os.listdir(tmp_path) == ['.benchmark.lock']
+
+
+def test_a_killed_run_stops_its_jobs(tmp_path):
+    """SIGTERM to the benchmark ends the job processes it started too."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = str(tmp_path / 'bench')
+
+    def jobs():   # processes whose command line names the run's folder, the benchmark aside
+        found = []
+        for pid in filter(str.isdigit, os.listdir('/proc')):
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    cmd = f.read().decode(errors='replace')
+            except OSError:
+                continue
+            if out in cmd and int(pid) != proc.pid:
+                found.append(pid)
+        return found
+
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'tools', 'benchmark_pssl.py'),
+                             '-c', os.path.join(REPO, 'configs', 'benchmark', 'tiny.yml'), '--out', out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while not jobs():
+        assert proc.poll() is None and time.time() < deadline, 'no job started'
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    time.sleep(1)
+    assert jobs() == []

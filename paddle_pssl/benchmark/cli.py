@@ -7,6 +7,8 @@
 """
 import argparse
 import os
+import signal
+import sys
 
 
 def benchmark_main(argv=None):
@@ -27,6 +29,8 @@ def benchmark_main(argv=None):
     if args.seeds is not None:
         cfg['seeds'] = args.seeds
     validate('benchmark', cfg, args.cfg or 'benchmark config')   # refused before any work
+    # a kill (SIGTERM) unwinds like Ctrl-C, so the running jobs are stopped with it
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     results = run_benchmark(cfg, args.out, resume=args.resume)
     with open(os.path.join(args.out, f"{results['config']['report_name']}.md")) as f:
         print(f.read())

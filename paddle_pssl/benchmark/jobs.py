@@ -5,6 +5,8 @@ holding a fingerprint of its commands and inputs, so ``--resume`` reruns only
 what did not finish or whose inputs changed. Relative paths in commands are
 read from the current folder, as the CLIs read them.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -127,6 +129,23 @@ def job_done(name, job, log_dir):
         return False
     return (all(os.path.exists(p) for p in job.all_outputs())
             and record.get('fingerprint') == fingerprint(job))
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold ``folder/.benchmark.lock`` for one run: a second run into the same
+    folder would rebuild the data under the first one's jobs, so it is refused."""
+    handle = open(os.path.join(folder, '.benchmark.lock'), 'a')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise PSSLError(f'{folder}: another benchmark run is using this folder; '
+                        'wait for it to end, or choose another --out') from None
+    try:
+        yield
+    finally:
+        handle.close()   # closing releases the lock
 
 
 def drop_optimizer_states(job):

@@ -200,6 +200,13 @@ def _figure(results, examples, path):
     plt.close(fig)
 
 
+def _short(label):
+    """A point's caption: a lettered row's tag ('(e) floor'), else what follows
+    'PSSL: ' ('CAM alone ...'), at most 28 characters."""
+    head, _, tail = label.partition(': ')
+    return (head if head.startswith('(') or not tail else tail)[:28]
+
+
 def _dose_figure(results, path):
     """Target gain over the baseline (paired mean, 95 % interval) against
     label mIoU, one point per pre-trained row, with the fitted line."""
@@ -212,7 +219,7 @@ def _dose_figure(results, path):
     for key, x, d in points:
         err = [[d['mean'] - d['low']], [d['high'] - d['mean']]] if d['low'] is not None else None
         ax.errorbar([x], [d['mean']], yerr=err, fmt='o', capsize=3)
-        ax.annotate(labels[key].split(':')[0][:28], (x, d['mean']), fontsize=6, xytext=(3, 3),
+        ax.annotate(_short(labels[key]), (x, d['mean']), fontsize=6, xytext=(3, 3),
                     textcoords='offset points')
     xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 20)
     ax.plot(xs, slope['intercept'] + slope['slope'] * xs, 'k--', linewidth=1,

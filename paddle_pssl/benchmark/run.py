@@ -38,7 +38,7 @@ from ..config import load_yaml, merge_dicts, validate
 from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
 from ..utils.errors import PSSLError
 from .common import config_path, scaled, source_id, write_yaml
-from .jobs import Job, job_done, run_jobs, tool
+from .jobs import Job, folder_lock, job_done, run_jobs, tool
 
 
 
@@ -412,5 +412,9 @@ class Benchmark:
 
 def run_benchmark(cfg, out_dir, log=print, resume=False):
     """Run the benchmark into ``out_dir``; with ``resume``, jobs that finished
-    in an earlier run there with the same inputs are reused (see :func:`run_jobs`)."""
-    return Benchmark(cfg, out_dir, log, resume).run()
+    in an earlier run there with the same inputs are reused (see :func:`run_jobs`).
+    One run at a time per folder (:func:`.jobs.folder_lock`)."""
+    bench = Benchmark(cfg, out_dir, log, resume)
+    os.makedirs(bench.out, exist_ok=True)
+    with folder_lock(bench.out):
+        return bench.run()

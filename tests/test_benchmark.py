@@ -61,8 +61,10 @@ def test_label_efficiency_rows(results):
     sizes = res['label_efficiency']
     assert sorted(sizes, key=int) == ['3', '6']
     assert set(sizes['3']) == {'b_classifier_backbone', 'd_exact'} and 'paired' in sizes['3']['d_exact']
-    assert (results / 'data' / 'target' / 'train_n3.txt').read_text().splitlines() == \
+    # the smaller sizes' lists live beside the set, whose folder is the main job's
+    assert (results / 'data' / 'target_subsets' / 'train_n3.txt').read_text().splitlines() == \
         (results / 'data' / 'target' / 'train.txt').read_text().splitlines()[:3]
+    assert not list((results / 'data' / 'target').glob('train_n3.txt'))
     assert 'Label efficiency: 3 labelled target images' in open(results / 'results.md').read()
 
 

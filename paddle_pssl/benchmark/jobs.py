@@ -165,8 +165,8 @@ def run_jobs(jobs, workers, log_dir, resume=False, log=None):
     fingerprint; with ``resume`` a job whose record matches is not run again.
     A job that runs starts from empty ``--save_dir``/``--save_root`` folders,
     so a re-run never mixes with a killed attempt; a finished job's optimizer
-    states are removed. -> {job: CPU seconds of
-    its processes} (a reused job's from its record; None for older records)."""
+    states are removed. -> {job: CPU seconds of its processes} (a reused
+    job's from its record; None for older records)."""
     os.makedirs(log_dir, exist_ok=True)
     jobs = {name: job if isinstance(job, Job) else Job(job) for name, job in jobs.items()}
     pending, cpu = [], {}

@@ -128,7 +128,9 @@ for _name in ('paddleseg.utils', 'paddleseg.utils.utils'):
 # from random weights. Its behaviour stays (skip and log); a local file that
 # fits almost none of the model's parameters is refused first, in one line
 # (:func:`paddle_pssl.utils.checkpoint.require_pretrained_fit`).
+from .core.pretraining_head import keep_output_layer  # noqa: E402
 from .utils.checkpoint import require_pretrained_fit  # noqa: E402
+from paddleseg.utils import logger as _seg_logger  # noqa: E402
 from .utils.safe_load import safe_load  # noqa: E402
 
 _seg_utils = importlib.import_module('paddleseg.utils.utils')
@@ -138,11 +140,21 @@ _load_pretrained_model = _seg_utils.load_pretrained_model
 def load_pretrained_model(model, pretrained_model):
     if isinstance(pretrained_model, str) and urlparse(pretrained_model).netloc:
         pretrained_model = fetch_pretrained(pretrained_model)
+    kept = {}
     if isinstance(pretrained_model, str) and os.path.isfile(pretrained_model):
         # a segmentation model has a backbone; a backbone is one
         key = 'model.pretrained' if hasattr(model, 'backbone') else 'backbone.pretrained'
         require_pretrained_fit(pretrained_model, safe_load(pretrained_model), model, key)
-    return _load_pretrained_model(model, pretrained_model)
+        kept = keep_output_layer(model, pretrained_model)
+    result = _load_pretrained_model(model, pretrained_model)
+    if kept:
+        # a compact/objectness pre-training's output layer: its classes are not the task's
+        state = model.state_dict()
+        for name, value in kept.items():
+            state[name].set_value(value)
+        _seg_logger.info(f'{pretrained_model}: kept the random init of the pre-training output '
+                         f"layer ({', '.join(sorted(kept))}; core/pretraining_head.py)")
+    return result
 
 
 _seg_utils.load_pretrained_model = load_pretrained_model

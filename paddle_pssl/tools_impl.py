@@ -76,6 +76,8 @@ def train_main(argv=None):
                         use_vdl=args.use_vdl, resume_model=args.resume_model,
                         log_iters=args.log_iters, save_interval=args.save_interval,
                         keep_checkpoint_max=args.keep_checkpoint_max)
+    from .core.pretraining_head import record_label_space
+    record_label_space(builder, model, train_dataset, args.save_dir)
     val_dataset = check_target_labels(builder.val_dataset) if args.do_eval else None
     if args.do_eval and val_dataset is None:
         raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')
@@ -99,6 +101,9 @@ def val_main(argv=None):
     add_config_args(p, 'val_dataset.val_path=data/my_seg/test.txt')
     p.add_argument('--model_path', required=True, help='model.pdparams to evaluate')
     p.add_argument('--num_workers', type=int, default=0)
+    p.add_argument('--batch_size', type=int, default=1,
+                   help='images per forward pass, among consecutive images of one size (the '
+                        'metrics equal those of one image at a time; aug_eval and is_slide use 1)')
     p.add_argument('--aug_eval', action='store_true')
     p.add_argument('--scales', nargs='+', type=float, default=[1.0])
     p.add_argument('--flip_horizontal', action='store_true')
@@ -108,7 +113,7 @@ def val_main(argv=None):
     p.add_argument('--stride', nargs=2, type=int, default=None)
     p.add_argument('--save_json', default=None, help='also write mIoU, Acc, class IoU, Kappa here')
     args = p.parse_args(argv)
-    _check_counts(args, {'num_workers': 0})
+    _check_counts(args, {'num_workers': 0, 'batch_size': 1})
 
     from paddleseg.utils import utils
     from .core.evaluate import evaluate
@@ -125,7 +130,8 @@ def val_main(argv=None):
                        flip_vertical=args.flip_vertical)
     if args.is_slide:
         test_config.update(is_slide=True, crop_size=args.crop_size, stride=args.stride)
-    result = evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
+    result = evaluate(model, val_dataset, batch_size=args.batch_size, num_workers=args.num_workers,
+                      **test_config)
     if args.save_json:
         import json
         from .utils.io import atomic_write_text

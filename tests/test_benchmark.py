@@ -2,7 +2,9 @@
 import json
 import os
 
+import paddle
 import pytest
+import yaml
 
 from paddle_pssl.benchmark import run_benchmark
 from paddle_pssl.benchmark.common import INITS
@@ -22,14 +24,14 @@ def results(tmp_path_factory):
 def test_table_has_every_row_and_valid_mious(results):
     res = json.load(open(results / 'results.json'))
     rows = {r['key']: r['label'] for r in res['config']['inits']}
-    assert set(INITS) <= set(rows) and {'d_exact', 'e_shuffled', 'eroded_0.5'} <= set(rows)
+    assert set(INITS) <= set(rows) and {'d_exact', 'e_shuffled', 'eroded_0.5', 'o_objectness'} <= set(rows)
     assert set(res['finetune']) == set(rows)
+    base = {r['seed']: r['miou'] for r in res['finetune']['b_classifier_backbone']['runs']}
     for key, row in res['finetune'].items():
-        assert 0.0 <= row['miou_mean'] <= 1.0 and len(row['runs']) == 1
+        assert 0.0 <= row['miou_mean'] <= 1.0 and [r['seed'] for r in row['runs']] == [0, 1]
         # every row but the baseline is paired with it, seed by seed
         if key != 'b_classifier_backbone':
-            base = res['finetune']['b_classifier_backbone']['runs'][0]['miou']
-            assert row['paired']['per_seed'] == pytest.approx([row['runs'][0]['miou'] - base])
+            assert row['paired']['per_seed'] == pytest.approx([r['miou'] - base[r['seed']] for r in row['runs']])
     groups = res['pseudo_labels']['by_group']
     for name in ('ensemble consensus', 'explainer cam', 'explainer gradcam', 'explainer smoothgrad',
                  'explainer lime', 'classifier resnet18_vd', 'classifier mobilenetv3_small',
@@ -42,6 +44,48 @@ def test_table_has_every_row_and_valid_mious(results):
     for label in rows.values():
         assert label in table
     assert 'chance' in table and (results / 'figure.png').stat().st_size > 10000
+
+
+def test_pairs_between_rows_are_paired_by_seed(results):
+    res = json.load(open(results / 'results.json'))
+    ft = res['finetune']
+    assert [d['rows'] for d in res['pairs']] == [
+        ['c_pssl_class_weighted', 'e_shuffled'], ['d_exact', 'e_shuffled'],
+        ['d_exact', 'c_pssl_class_weighted'], ['c_pssl_class_weighted', 'o_objectness']]
+    for d in res['pairs']:
+        x, y = (ft[k]['runs'] for k in d['rows'])
+        assert d['per_seed'] == pytest.approx([a['miou'] - b['miou'] for a, b in zip(x, y)])
+    table = open(results / 'results.md').read()
+    assert '| (c) − (e) |' in table and '| (c) − (o) |' in table
+
+
+def test_pretraining_seeds_and_label_spaces(results):
+    """Every labelled row is pre-trained at each pre-training seed, fine-tuning
+    seed i starts from pre-training seed i, and the objectness row trains a
+    2-output head on (c)'s store while (c) trains the compact 3 + 1."""
+    for seed in (0, 1):
+        for name in ('generated', 'exact', 'shuffled', 'generated_objectness'):
+            assert (results / 'pretrain' / f'{name}_seed{seed}' / 'iter_6' / 'model.pdparams').is_file()
+        ft_cfg = yaml.safe_load(open(results / 'finetune' / f'c_pssl_class_weighted_seed{seed}.yml'))
+        assert ft_cfg['model']['pretrained'].endswith(f'generated_seed{seed}/iter_6/model.pdparams')
+    for name, outputs in (('generated_seed0', 4), ('generated_objectness_seed0', 2)):
+        record = json.load(open(results / 'pretrain' / name / 'label_space.json'))
+        assert record['num_classes'] == outputs
+        weights = paddle.load(str(results / 'pretrain' / name / 'iter_6' / 'model.pdparams'))
+        assert weights['head.decoder.conv.weight'].shape[0] == outputs
+    obj = yaml.safe_load(open(results / 'pretrain' / 'generated_objectness_seed0.yml'))
+    assert obj['train_dataset']['label_space'] == 'objectness'
+    assert obj['train_dataset']['pssl_root'].endswith('labels')
+
+
+def test_report_gives_each_stage_wall_and_cpu_seconds(results):
+    res = json.load(open(results / 'results.json'))
+    stages = ('data', 'classifiers', 'pseudo labels', 'PSSL pre-training', 'fine-tuning')
+    for stage in stages:
+        assert res['timings_s'][stage] >= 0 and res['stage_cpu_s'][stage]['cpu_s'] >= 0
+    assert res['stage_cpu_s']['fine-tuning']['cpu_s'] > 0 and res['stage_cpu_s']['fine-tuning']['jobs'] > 0
+    table = open(results / 'results.md').read()
+    assert '| stage | wall s | CPU s' in table and '| PSSL pre-training |' in table
 
 
 def test_label_sources_ceiling_floor_and_degraded(results):

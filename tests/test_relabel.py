@@ -97,21 +97,41 @@ def test_scales_resize_back_and_channels_select():
 
 
 # ------------------------------------------------------------ the tool
-@pytest.fixture(scope='module')
-def model_files(toy_pssl, tmp_path_factory):
-    """The benchmark's DeepLabV3+-ResNet18_vd (1001 classes), random weights, saved."""
-    tmp = tmp_path_factory.mktemp('relabel_model')
+def _saved_model(toy_pssl, tmp, label_space):
+    """The benchmark's DeepLabV3+-ResNet18_vd in ``label_space``, random weights, saved."""
     cfg_path = tmp / 'pretrain.yml'
     cfg_path.write_text(yaml.safe_dump({
         '_base_': os.path.join(REPO, 'configs', 'benchmark', 'pretrain_pssl.yml'),
-        'train_dataset': {'imagenet_root': toy_pssl['imagenet_root'],
-                          'pssl_root': toy_pssl['pssl_root']}}))
-    from paddleseg.cvlibs import SegBuilder
+        'train_dataset': {'imagenet_root': toy_pssl['imagenet_root'], 'label_space': label_space,
+                          'pssl_root': toy_pssl['pssl_root'],
+                          'transforms': [{'type': 'RandomPaddingCrop', 'crop_size': [48, 48],
+                                          'label_padding_value': 1001}, {'type': 'Normalize'}]}}))
+    from paddle_pssl.config.paddleseg import seg_builder
     paddle.seed(0)
-    model = SegBuilder(load_config(str(cfg_path))).model
+    model = seg_builder(load_config(str(cfg_path))).model
     weights = tmp / 'model.pdparams'
     paddle.save(model.state_dict(), str(weights))
     return str(cfg_path), str(weights)
+
+
+@pytest.fixture(scope='module')
+def model_files(toy_pssl, tmp_path_factory):
+    """In upstream's 1001-class space."""
+    return _saved_model(toy_pssl, tmp_path_factory.mktemp('relabel_model'), 'upstream')
+
+
+def test_a_compact_model_relabels_with_its_own_channels(toy_pssl, tmp_path):
+    """3 store classes: 4 outputs, background 3; the loss's weight on it is undone."""
+    compact = _saved_model(toy_pssl, tmp_path, 'compact')
+    out = tmp_path / 'store'
+    counts = _relabel(compact, toy_pssl, out)
+    assert counts['written'] == 12
+    ours = WeightedPSSLDataset([T.Normalize()], toy_pssl['imagenet_root'], str(out))
+    assert set(np.unique(ours[0]['label'])) <= {0, 1000}
+    manifest = json.load(open(out / store.MANIFEST))
+    assert manifest['relabel']['class_weights_undone'] == {'3': pytest.approx(0.1)}
+    # argmax over the compact space's 4 outputs
+    assert _relabel(compact, toy_pssl, tmp_path / 'argmax', '--rule', 'argmax')['written'] == 12
 
 
 def _relabel(model_files, toy_pssl, out, *extra):
@@ -181,7 +201,7 @@ def test_val_transforms_that_resize_still_give_image_sized_labels(model_files, t
     resized.write_text(yaml.safe_dump({'_base_': cfg_path, 'val_dataset': {
         'type': 'Dataset', 'dataset_root': str(tmp_path), 'val_path': 'none.txt', 'num_classes': 1001,
         'mode': 'val', 'transforms': [{'type': 'Resize', 'target_size': [48, 40]}, {'type': 'Normalize'}]}}))
-    model, transforms, weights_ = relabel.load_model(str(resized), weights)
+    model, transforms, weights_, _ = relabel.load_model(str(resized), weights)
     assert [type(t).__name__ for t in transforms] == ['Resize', 'Normalize']
     items, names = relabel.items_from_store(toy_pssl['imagenet_root'], toy_pssl['pssl_root'])
     out = tmp_path / 'store'

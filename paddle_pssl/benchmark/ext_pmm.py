@@ -82,16 +82,17 @@ def mean_train_ce(config, weights, image_root, pssl_root, every=1):
 
     from ..pseudo_labels import relabel, store
     from ..utils.io import read_image_bgr
-    model, transforms, _ = relabel.load_model(config, weights)
-    items, _ = relabel.items_from_store(image_root, pssl_root)
+    model, transforms, _, space = relabel.load_model(config, weights)
+    items, names = relabel.items_from_store(image_root, pssl_root)
     items = items[::every]
-    helper = relabel.Relabeller(model, transforms, items, [], pssl_root)
+    helper = relabel.Relabeller(model, transforms, items, names, pssl_root, label_space=space)
     total = count = 0.0
     with paddle.no_grad():
         for item in items:
             x = helper._input(read_image_bgr(item.image_path))[None]
             mask, _ = store.read_label(os.path.join(pssl_root, store.label_relpath(item.rel)))
-            label = np.where(mask == 1, item.class_id, store.BACKGROUND).astype('int64')
+            label = np.where(mask == 1, helper.space.class_id(item.class_id),
+                             helper.space.background).astype('int64')
             logit = model(paddle.to_tensor(x))[0]
             ce = F.cross_entropy(logit.transpose([0, 2, 3, 1]), paddle.to_tensor(label[None, ..., None]),
                                  reduction='sum', axis=-1)

@@ -49,7 +49,8 @@ def verdict(results):
     ft, cfg = results.get('finetune', {}), results['config']
     pssl = next((r['key'] for r in cfg.get('inits', []) if r.get('labels')
                  and r['labels'].get('kind', 'generated') == 'generated' and not r['labels'].get('overrides')
-                 and not r.get('use_confidence')), None)
+                 and not r['labels'].get('config') and not r.get('use_confidence')
+                 and not r.get('label_space')), None)
     if pssl not in ft or 'paired' not in ft[pssl]:
         return ''
     labels = row_labels(results)
@@ -71,12 +72,29 @@ def verdict(results):
     return said + f", over {d['n']} paired seeds."
 
 
+def _pair_lines(results):
+    """The table of differences between rows (``pairs``), paired by seed."""
+    pairs = results.get('pairs') or []
+    if not pairs:
+        return []
+    labels = row_labels(results)
+    tag = lambda key: labels.get(key, key).split(' ')[0]  # noqa: E731
+    lines = ['', '## Differences between rows, paired by seed', '',
+             '| pair | mean ± std [95 % interval] | |', '|---|---|---|']
+    for d in pairs:
+        x, y = d['rows']
+        lines.append(f"| {tag(x)} − {tag(y)} | {fmt_difference(d)} | "
+                     f"{'**resolved**' if d['resolved'] else 'not resolved'} |")
+    return lines
+
+
 def dose_response(results):
     """[(row key, label mIoU, paired difference)] of the pre-trained rows, and
     the slope of target gain against label mIoU (None under 3 sources)."""
     ft = results.get('finetune', {})
+    own_space = {r['key'] for r in results['config'].get('inits', []) if not r.get('label_space')}
     points = [(k, _label_miou(results, k), ft[k]['paired']) for k in row_labels(results)
-              if k in ft and 'paired' in ft[k] and _label_miou(results, k) is not None]
+              if k in ft and 'paired' in ft[k] and _label_miou(results, k) is not None and k in own_space]
     if len({round(p[1], 6) for p in points}) < 3:
         return points, None
     return points, slope_interval([p[1] for p in points], [p[2]['mean'] for p in points])
@@ -89,6 +107,7 @@ def _md(results):
     lines += _finetune_lines(results, ft, f'## Target test mIoU over seeds {seeds}, paired by seed')
     if verdict(results):
         lines += ['', verdict(results)]
+    lines += _pair_lines(results)
     points, slope = dose_response(results)
     if slope:
         lines += ['', f"Dose-response over {slope['n']} label sources: target gain over the baseline = "
@@ -132,8 +151,16 @@ def _md(results):
             lines.append(f"| {c['label']} ({c['name']}) | {fmt(c.get('train_accuracy'))} | "
                          f"{fmt(c.get('val_accuracy'))} |")
     if results.get('timings_s'):
-        lines += ['', '## Time (s, 2 CPU cores)', '', '| step | s |', '|---|---|']
-        lines += [f'| {k} | {v} |' for k, v in results['timings_s'].items()]
+        stage_cpu = results.get('stage_cpu_s') or {}
+        lines += ['', f"## Time per stage ({results['config'].get('workers', 2)} processes at once)", '',
+                  '| stage | wall s | CPU s (its jobs + this process) |', '|---|---|---|']
+        for k, v in results['timings_s'].items():
+            c = stage_cpu.get(k)
+            cpu = '-' if c is None else f"{c['cpu_s']:.0f}" + (
+                f" ({c['unrecorded']} jobs reused without a record)" if c.get('unrecorded') else '')
+            if k == 'total':
+                cpu = f"{sum(x['cpu_s'] for x in stage_cpu.values()):.0f}"
+            lines.append(f'| {k} | {v} | {cpu} |')
     cpu = results.get('job_cpu_s') or {}
     if cpu:
         groups = {}
@@ -219,8 +246,6 @@ def _dose_figure(results, path):
     for key, x, d in points:
         err = [[d['mean'] - d['low']], [d['high'] - d['mean']]] if d['low'] is not None else None
         ax.errorbar([x], [d['mean']], yerr=err, fmt='o', capsize=3)
-        ax.annotate(_short(labels[key]), (x, d['mean']), fontsize=6, xytext=(3, 3),
-                    textcoords='offset points')
     xs = np.linspace(min(p[1] for p in points), max(p[1] for p in points), 20)
     ax.plot(xs, slope['intercept'] + slope['slope'] * xs, 'k--', linewidth=1,
             label=f"slope {slope['slope']:.3f} [{slope['low']:.3f}, {slope['high']:.3f}]")
@@ -229,8 +254,61 @@ def _dose_figure(results, path):
     ax.set_ylabel(f"target mIoU − {labels[results['config']['baseline']].split(' ')[0]} (paired)")
     ax.legend(fontsize=8, loc='upper left')
     fig.tight_layout()
+    place_labels(ax, [(x, d['mean'], _short(labels[key])) for key, x, d in points],
+                 [(x, d['low'], d['high']) for _, x, d in points if d['low'] is not None])
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'), suffix='.png')
     plt.close(fig)
+
+
+# Offsets (points) tried in turn for a label beside its point: right, left,
+# above, below, then further out (a thin line leads back to the point).
+_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4, 5, 6, 8, 10) for dx, dy in
+            ((5, 0), (-5, 0), (5, 5), (-5, 5), (5, -5), (-5, -5), (0, 8), (0, -8))]
+
+
+def place_labels(ax, items, bars=(), fontsize=6):
+    """Annotate ``items`` ([(x, y, text)]) so that no label overlaps another,
+    a point or the axes' edge, and, where there is room, an error bar
+    (``bars``: [(x, low, high)] in data units): each label takes the nearest
+    ring of :data:`_OFFSETS` with a box free of labels and points, and in it
+    the offset that crosses the fewest bars, with a line to its point.
+    Returns the annotations."""
+    import matplotlib.text
+    renderer = ax.figure.canvas.get_renderer()
+    taken = []     # label and point boxes: never overlapped
+    for x, y, _ in items:
+        px, py = ax.transData.transform((x, y))
+        taken.append((px - 4, py - 4, px + 4, py + 4))
+    soft = []      # error bars: avoided where there is room
+    for x, low, high in bars:
+        (px, p0), (_, p1) = ax.transData.transform((x, low)), ax.transData.transform((x, high))
+        soft.append((px - 2, min(p0, p1), px + 2, max(p0, p1)))
+    frame = ax.get_window_extent(renderer)
+    made = []
+
+    def hits(box, boxes):
+        return sum(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in boxes)
+
+    def box_of(x, y, text, dx, dy):
+        note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords='offset points', fontsize=fontsize,
+                           ha='left' if dx > 0 else 'right' if dx < 0 else 'center', va='center',
+                           arrowprops=dict(arrowstyle='-', lw=0.4, color='grey', shrinkA=0, shrinkB=3))
+        note.update_positions(renderer)
+        ext = matplotlib.text.Text.get_window_extent(note, renderer)   # the text, not its line
+        return note, (ext.x0, ext.y0, ext.x1, ext.y1)
+
+    for x, y, text in sorted(items, key=lambda item: (item[0], item[1])):
+        scored = []
+        for rank, (dx, dy) in enumerate(_OFFSETS):
+            note, box = box_of(x, y, text, dx, dy)
+            note.remove()
+            inside = box[0] >= frame.x0 and box[2] <= frame.x1 and box[1] >= frame.y0 and box[3] <= frame.y1
+            scored.append(((not inside, hits(box, taken), rank // 8, hits(box, soft), rank), dx, dy))
+        _, dx, dy = min(scored)
+        note, box = box_of(x, y, text, dx, dy)
+        taken.append(box)
+        made.append(note)
+    return made
 
 
 def write_report(results, examples, out_dir):

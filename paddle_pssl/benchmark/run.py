@@ -64,6 +64,22 @@ def collect_runs(metrics, baseline):
     return out
 
 
+def pair_rows(finetune, pairs):
+    """[{rows: [x, y], and x - y paired by seed}] for each pair of rows of
+    ``finetune`` (:func:`collect_runs`); pairs with a missing row are left out."""
+    from .stats import paired_difference
+    out = []
+    for x, y in pairs:
+        if x not in finetune or y not in finetune:
+            continue
+        ys = {r['seed']: r['miou'] for r in finetune[y]['runs']}
+        xs = [r for r in finetune[x]['runs'] if r['seed'] in ys]
+        if xs:
+            out.append(dict(paired_difference([r['miou'] for r in xs], [ys[r['seed']] for r in xs]),
+                            rows=[x, y]))
+    return out
+
+
 class Benchmark:
     def __init__(self, cfg, out_dir, log=print, resume=False):
         self.cfg = validate('benchmark', cfg, 'benchmark config')
@@ -83,11 +99,25 @@ class Benchmark:
                                 f"({', '.join(keys)})")
         if len(set(keys)) != len(keys):
             raise PSSLError(f"benchmark config: inits: a key appears twice ({', '.join(keys)})")
+        if self.cfg['pairs'] is None:
+            from ..config.schemas import DEFAULT_PAIRS
+            self.pairs = [p for p in DEFAULT_PAIRS if set(p) <= set(keys)]
+        else:
+            self.pairs = self.cfg['pairs']
+            for pair in self.pairs:
+                for key in pair:
+                    if key not in keys:
+                        raise PSSLError(f"benchmark config: pairs: {key!r} is not a row of inits "
+                                        f"({', '.join(keys)})")
+        self.stage_cpu = {}   # stage: CPU seconds of its jobs and of this process
+        self._stage_jobs = None
 
     def run_jobs(self, jobs):
         """:func:`run_jobs` with this run's workers, log folder and resume flag."""
         cpu = run_jobs(jobs, self.cfg['workers'], self.log_dir, self.resume, self.log)
         self.cpu_s.update(cpu)
+        if self._stage_jobs is not None:
+            self._stage_jobs.update(cpu)
         return cpu
 
     def jobs_done(self, jobs):
@@ -96,11 +126,18 @@ class Benchmark:
                                    for name, job in jobs.items())
 
     def _step(self, name, fn):
+        """Run one stage; record its wall seconds and its CPU seconds (its
+        jobs', from their records when reused, plus this process's)."""
         self.log(f'[benchmark] {name} ...')
-        start = time.time()
+        start, own = time.time(), time.process_time()
+        self._stage_jobs = {}
         value = fn()
         self.timings[name] = round(time.time() - start, 1)
-        self.log(f'[benchmark] {name}: {self.timings[name]} s')
+        jobs = self._stage_jobs
+        self.stage_cpu[name] = {'cpu_s': round(time.process_time() - own + sum(v or 0 for v in jobs.values()), 1),
+                                'jobs': len(jobs), 'unrecorded': sum(v is None for v in jobs.values())}
+        self._stage_jobs = None
+        self.log(f'[benchmark] {name}: {self.timings[name]} s wall, {self.stage_cpu[name]["cpu_s"]} CPU s')
         return value
 
     # 1 ---------------------------------------------------------------
@@ -259,6 +296,7 @@ class Benchmark:
                      '--seed', str(seed), '--save_dir', save_dir]]
         if evaluate:
             commands.append([*tool('val'), '-c', cfg_path, '--model_path', weights,
+                             '--batch_size', str(self.cfg['finetune']['eval_batch_size']),
                              '--save_json', save_dir + '.metrics.json'])
         return Job(commands), weights
 
@@ -305,15 +343,18 @@ class Benchmark:
         for row in self.inits:
             if row['init'] != 'pretrained':
                 continue
-            sid, use_conf = source_id(row), bool(row.get('use_confidence'))
+            sid, use_conf, space = source_id(row), bool(row.get('use_confidence')), row.get('label_space')
+            dataset = {'imagenet_root': self.source['image_root'], 'pssl_root': self.stores[sid],
+                       'use_confidence': use_conf}
+            if space:
+                dataset['label_space'] = space
             for p in self.pretrain_seeds():
-                name = f"{sid}{'_pixel_weighted' if use_conf else ''}_seed{p}"
+                name = f"{sid}{'_pixel_weighted' if use_conf else ''}{f'_{space}' if space else ''}_seed{p}"
                 if f'pretrain_{name}' not in jobs:
                     jobs[f'pretrain_{name}'], weights = self._job(
                         self.cfg['pretrain']['config'],
                         {'model': {'backbone': {'pretrained': self.backbone_weights}},
-                         'train_dataset': {'imagenet_root': self.source['image_root'],
-                                           'pssl_root': self.stores[sid], 'use_confidence': use_conf}},
+                         'train_dataset': dataset},
                         os.path.join(self.out, 'pretrain', name), iters, p, self.cfg['pretrain']['batch_size'])
                 self.pretrained.setdefault(row['key'], {})[p] = os.path.join(
                     self.out, 'pretrain', name, f'iter_{iters}', 'model.pdparams')
@@ -373,6 +414,7 @@ class Benchmark:
                 jobs.update(more)
         self.run_jobs({name: job for name, job in jobs.items() if name not in self.finetuned_early})
         self.results['finetune'] = collect_runs(metrics, self.cfg['baseline'])
+        self.results['pairs'] = pair_rows(self.results['finetune'], self.pairs)
         if self.train_sizes:
             sized[self.num_train] = {k: v for k, v in metrics.items() if k[0] in {r['key'] for r in size_rows}}
             self.results['label_efficiency'] = {
@@ -404,6 +446,7 @@ class Benchmark:
             self._step(f'extension {name}', lambda n=name: self.run_extension(n))
         self.timings['total'] = round(time.time() - started, 1)
         self.results['timings_s'] = self.timings
+        self.results['stage_cpu_s'] = self.stage_cpu
         self.results['job_cpu_s'] = self.cpu_s
         from .report import write_report
         write_report(self.results, self.examples, self.out)

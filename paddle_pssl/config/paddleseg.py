@@ -135,13 +135,83 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
     return cfg
 
 
+def _label_padders(transforms):
+    """(key path, label padding value, entry) of every transform that pads
+    labels: its ``label_padding_value``, or that parameter's default
+    (PaddleSeg's: 255)."""
+    import inspect
+
+    from paddleseg.cvlibs import manager
+    found = []
+    for i, entry in enumerate(transforms or []):
+        cls = manager.TRANSFORMS.components_dict.get(entry.get('type')) if isinstance(entry, dict) else None
+        param = inspect.signature(cls.__init__).parameters.get('label_padding_value') if cls else None
+        if param is not None:
+            found.append((f'train_dataset.transforms[{i}].label_padding_value',
+                          entry.get('label_padding_value', param.default), entry))
+    return found
+
+
+def bind_label_space(cfg, path):
+    """The training dataset class as PaddleSeg's builder must see it: for a
+    dataset with a label space (``WeightedPSSLDataset.bound_to``), the class
+    whose ``NUM_CLASSES``/``IGNORE_INDEX`` are the space's. Fills
+    ``model.num_classes`` and the losses' ``ignore_index`` when absent, and
+    refuses, in one line, a value that contradicts the space (a padding value
+    that is a class id would train padding as that class). None for other
+    datasets."""
+    from paddleseg.cvlibs import manager
+    dataset = cfg.dic.get('train_dataset') or {}
+    cls = manager.DATASETS.components_dict.get(dataset.get('type'))
+    if cls is None or not hasattr(cls, 'bound_to'):
+        return None
+    bound = cls.bound_to(dataset)
+    space = f"the {dataset.get('label_space', 'upstream')} label space"
+    outputs, ignore = bound.NUM_CLASSES, bound.IGNORE_INDEX
+    model = cfg.dic.get('model')
+    if isinstance(model, dict):
+        if model.get('num_classes') is None:
+            model['num_classes'] = outputs
+        elif model['num_classes'] != outputs:
+            raise PSSLError(f"{path}: model.num_classes {model['num_classes']}: {space} of "
+                            f"{dataset.get('pssl_root')} has {outputs} outputs (classes + background); "
+                            f'set {outputs} or leave it out')
+    for i, loss in enumerate((cfg.dic.get('loss') or {}).get('types') or []):
+        if isinstance(loss, dict) and loss.get('type') != 'MixedLoss':
+            if loss.get('ignore_index') is None:
+                loss['ignore_index'] = ignore
+            elif loss['ignore_index'] != ignore:
+                raise PSSLError(f"{path}: loss.types[{i}].ignore_index {loss['ignore_index']}: "
+                                f'{space} ignores {ignore}; set {ignore} or leave it out')
+            if loss.get('background_index') not in (None, bound.BACKGROUND):
+                raise PSSLError(f"{path}: loss.types[{i}].background_index {loss['background_index']}: "
+                                f'the background of {space} is {bound.BACKGROUND} (the last output); '
+                                'set it or leave it out')
+    from ..pseudo_labels.store import IGNORE_INDEX as UPSTREAM_IGNORE
+    for key, value, entry in _label_padders(dataset.get('transforms')):
+        if value == UPSTREAM_IGNORE and value != ignore:
+            # upstream's configs pad with 1001; it is never a class of the other
+            # spaces, so it stays "ignore": switching a config is one key
+            entry['label_padding_value'] = ignore
+        elif value != ignore:
+            raise PSSLError(f'{path}: {key} {value}: {space} ignores {ignore}, and {value} '
+                            f'would train the padding as a label; set {ignore}')
+    return bound
+
+
 def seg_builder(cfg, path=None):
     """PaddleSeg's ``SegBuilder`` for ``cfg`` whose "unexpected keyword
     argument" errors (from classes the checks above could not read, behind
-    ``**kwargs``) become one line naming the key path."""
+    ``**kwargs``) become one line naming the key path, and whose training
+    dataset class carries its label space (:func:`bind_label_space`)."""
     from paddleseg.cvlibs import SegBuilder
 
+    bound = bind_label_space(cfg, path or '<config>')
+
     class _Builder(SegBuilder):
+        if bound is not None:
+            train_dataset_class = bound
+
         def build_component(self, component_cfg):
             try:
                 return super().build_component(component_cfg)

@@ -12,6 +12,7 @@ import dataclasses
 
 from ..pseudo_labels import consensus as _cons
 from ..pseudo_labels.pmm import DenseCRFParams
+from ..pseudo_labels.store import LABEL_SPACES
 from ..utils.errors import PSSLError
 from ..utils.nonfinite import ON_NONFINITE_LOSS
 from .spec import Block, Bool, Choice, Field, Free, Int, ListOf, Num, Str, build, defaults
@@ -268,18 +269,31 @@ INIT_ROW = Block({
         'degrade': Choice(None, DEGRADATIONS), 'target_miou': Num(None, min=0, max=1),
     }, fill=False, nullable=True, rules=(_label_source,)),
     'use_confidence': Bool(False, doc='pixel-weighted loss (the store\'s confidence)'),
+    'label_space': Choice(None, LABEL_SPACES,
+                          doc="pre-training label space; null: the pre-training config's (compact)"),
 }, fill=False, rules=(_init_row,))
 
 DEFAULT_INITS = [
     {'key': 'a_random', 'label': '(a) random init', 'init': 'random'},
     {'key': 'b_classifier_backbone', 'label': '(b) classifier backbone + random head', 'init': 'backbone'},
-    {'key': 'c_pssl_class_weighted', 'label': '(c) PSSL end-to-end, class-weighted loss',
+    {'key': 'c_pssl_class_weighted', 'label': "(c) PSSL: the generator's default labels",
      'labels': {'kind': 'generated'}},
-    {'key': 'c_pssl_pixel_weighted', 'label': "(c') PSSL end-to-end, pixel-weighted loss",
-     'labels': {'kind': 'generated'}, 'use_confidence': True},
     {'key': 'd_exact', 'label': '(d) ceiling: exact masks', 'labels': {'kind': 'exact'}},
     {'key': 'e_shuffled', 'label': '(e) floor: exact masks of other images', 'labels': {'kind': 'shuffled'}},
+    {'key': 'o_objectness', 'label': "(o) objectness: (c)'s labels, one class-agnostic output",
+     'labels': {'kind': 'generated'}, 'label_space': 'objectness'},
 ]
+# Differences between rows the report gives besides each row's to the baseline
+# (a pair is left out when a row is missing from the run; explicit pairs must name rows).
+DEFAULT_PAIRS = [['c_pssl_class_weighted', 'e_shuffled'], ['d_exact', 'e_shuffled'],
+                 ['d_exact', 'c_pssl_class_weighted'], ['c_pssl_class_weighted', 'o_objectness']]
+
+
+def _pairs(pairs):
+    for pair in pairs or []:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(k, str) for k in pair)):
+            return f'each pair is [row key, row key], got {pair!r}'
+    return None
 
 
 BENCHMARK = Block({
@@ -304,14 +318,17 @@ BENCHMARK = Block({
     'inits': ListOf(INIT_ROW, default=DEFAULT_INITS, min_len=1),
     'baseline': Str('b_classifier_backbone', doc='the row every other is paired against'),
     'ceiling': Str('d_exact', nullable=True, doc="its headroom over the baseline is the table's yardstick"),
+    'pairs': Free(None, check=_pairs, doc='[[row, row], ...]: row - row paired by seed; '
+                                          'null: (c)-(e), (d)-(e), (d)-(c), (c)-(o) among the rows present'),
     'report_name': Str('results', doc='<name>.md/.json/.png under --out'),
     'pretrain': Block({'config': Str('configs/benchmark/pretrain_pssl.yml'),
                        'iters': Int(80, min=1), 'batch_size': Int(8, min=1),
-                       'seeds': Field(None, 'list', items='int', nullable=True, min_len=1,
+                       'seeds': Field([0, 1, 2, 3, 4], 'list', items='int', nullable=True, min_len=1,
                                       doc="null: [seed]; the i-th fine-tuning seed starts from "
                                           "pre-training seed seeds[i mod len]")}),
     'finetune': Block({'config': Str('configs/benchmark/finetune.yml'),
                        'iters': Int(50, min=1), 'batch_size': Int(8, min=1),
+                       'eval_batch_size': Int(32, min=1, doc='tools/val.py --batch_size'),
                        'train_sizes': Field(None, 'list', items='int', nullable=True,
                                             doc='label efficiency: numbers of labelled target images'),
                        'size_inits': Field(None, 'list', items='str', nullable=True,

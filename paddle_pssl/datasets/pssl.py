@@ -24,9 +24,15 @@ class WeightedPSSLDataset(paddle.io.Dataset):
     """Reads a PSSL label store (upstream's released layout or ours, see
     ``paddle_pssl.pseudo_labels.store``) next to the classification images.
 
-    On upstream's files it yields the same ``img`` and ``label`` as
-    ``paddleseg.datasets.PSSLDataset``: label = class id where the mask is 1,
-    1000 (background) elsewhere, 1001 (ignore) where transforms pad.
+    On upstream's files, in the default ``upstream`` label space, it yields
+    the same ``img`` and ``label`` as ``paddleseg.datasets.PSSLDataset``:
+    label = class id where the mask is 1, 1000 (background) elsewhere, 1001
+    (ignore) where transforms pad. ``label_space: compact`` trains a store of
+    K classes in K + 1 outputs (background K, ignore 255), ``objectness`` in
+    2 (object 0, background 1, ignore 255); see
+    :class:`paddle_pssl.pseudo_labels.store.LabelSpace`. PaddleSeg's builder
+    reads ``NUM_CLASSES`` and ``IGNORE_INDEX`` off the class: for a config,
+    :meth:`bound_to` gives the class whose constants are its space's.
 
     Args:
         transforms (list): PaddleSeg transforms.
@@ -45,6 +51,9 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             process), and uses the next good sample instead.
         file_list (str): list file inside ``pssl_root``.
         edge (bool): kept for upstream's signature; unused.
+        label_space (str): 'upstream' (default, 1001 outputs), 'compact'
+            (the store's K classes + background) or 'objectness' (object,
+            background).
 
     ``hand_off_errors`` (set by ``paddle_pssl.core.train`` for a run): instead
     of raising, ``__getitem__`` returns a stand-in sample whose
@@ -59,7 +68,7 @@ class WeightedPSSLDataset(paddle.io.Dataset):
 
     def __init__(self, transforms, imagenet_root, pssl_root, mode='train',
                  use_confidence=False, on_bad_sample='raise',
-                 file_list=store.FILE_LIST, edge=False):
+                 file_list=store.FILE_LIST, edge=False, label_space='upstream'):
         if mode != 'train':
             raise PSSLError(f"WeightedPSSLDataset: mode must be 'train', got {mode!r}")
         if on_bad_sample not in ('raise', 'skip'):
@@ -75,15 +84,15 @@ class WeightedPSSLDataset(paddle.io.Dataset):
         self.edge = edge
         self.use_confidence = use_confidence
         self.on_bad_sample = on_bad_sample
-        self.num_classes = self.NUM_CLASSES
-        self.ignore_index = self.IGNORE_INDEX
         self.imagenet_root = imagenet_root
         self.pssl_root = pssl_root
 
         labels, self.class_names = store.list_labels(pssl_root, file_list)
-        if len(self.class_names) > self.BACKGROUND:
-            raise PSSLError(f'{os.path.join(pssl_root, store.SYNSETS)}: {len(self.class_names)} classes, '
-                            f'at most {self.BACKGROUND} fit the 1001-class label space')
+        self.label_space = store.LabelSpace(label_space, len(self.class_names),
+                                            os.path.join(pssl_root, store.SYNSETS))
+        self.num_classes = self.label_space.num_classes
+        self.ignore_index = self.label_space.ignore_index
+        self.background = self.label_space.background
         self.class_id_dict = {n: i for i, n in enumerate(self.class_names)}
         self.file_list = [(os.path.join(imagenet_root, store.image_relpath(rel)),
                            os.path.join(pssl_root, rel), class_id) for rel, class_id, _ in labels]
@@ -106,8 +115,8 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             raise PSSLError(f'{label_path}: label is {mask.shape[1]}x{mask.shape[0]} but '
                             f'its image {image_path} is {image.shape[1]}x{image.shape[0]}')
         self._last_shape = image.shape[:2]
-        label = np.full(mask.shape, self.BACKGROUND, dtype=np.int64)
-        label[mask == 1] = class_id
+        label = np.full(mask.shape, self.background, dtype=np.int64)
+        label[mask == 1] = self.label_space.class_id(class_id)
         return self._sample(image, label, confidence)
 
     def _sample(self, image, label, confidence):
@@ -168,8 +177,26 @@ class WeightedPSSLDataset(paddle.io.Dataset):
                 except PSSLError:
                     shape = (64, 64)
             image = np.zeros(tuple(shape) + (self.IMG_CHANNELS,), np.uint8)
-        label = np.full(image.shape[:2], self.IGNORE_INDEX, dtype=np.int64)
+        label = np.full(image.shape[:2], self.ignore_index, dtype=np.int64)
         return self._sample(image, label, None)
+
+    @classmethod
+    def bound_to(cls, dataset_cfg):
+        """This class, or for a ``label_space`` other than upstream a
+        subclass whose ``NUM_CLASSES``, ``IGNORE_INDEX`` and ``BACKGROUND``
+        are that space's for the store the config names (its synsets file
+        gives K)."""
+        name = dataset_cfg.get('label_space', 'upstream')
+        if name == 'upstream':
+            return cls
+        root = dataset_cfg.get('pssl_root')
+        if not root or not os.path.isdir(root):
+            raise PSSLError(f'{root}: pssl_root is not a directory')
+        names = store.read_synsets(os.path.join(root, store.SYNSETS))
+        space = store.LabelSpace(name, len(names), 'train_dataset.label_space')
+        return type(cls.__name__, (cls,), {
+            'NUM_CLASSES': space.num_classes, 'IGNORE_INDEX': space.ignore_index,
+            'BACKGROUND': space.background, '__module__': cls.__module__})
 
 
 def hand_off_error(error):

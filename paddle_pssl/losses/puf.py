@@ -53,7 +53,7 @@ class PUFCrossEntropyLoss(PixelWeightedLoss):
     """
 
     def __init__(self, puf_type='clamp', beta=0.5, k=0.5, weight=None,
-                 background_weight=None, background_index=1000,
+                 background_weight=None, background_index=None,
                  ignore_index=255, eps=1e-8):
         super().__init__(weight=weight, background_weight=background_weight,
                          background_index=background_index,

@@ -4,6 +4,8 @@
     w_i  = class_weight[y_i] * pixel_weight_i   (pixel_weight optional, default 1)
 
 Upstream's recipe weights every class 1.0 and the background (id 1000) 0.1.
+In every label space of a store (``paddle_pssl.pseudo_labels.store.LabelSpace``)
+the background is the last output, which is the default ``background_index``.
 The per-pixel weight is the ensemble's confidence map from the label store; it
 reaches the loss through ``paddle_pssl.core.train`` (PaddleSeg 2.8 hands a loss
 only the label, see ``paddle_pssl/core/train.py``).
@@ -57,7 +59,7 @@ class PixelWeightedLoss(nn.Layer):
     accepts_pixel_weight = True
 
     def __init__(self, weight=None, background_weight=None,
-                 background_index=1000, ignore_index=255, eps=1e-8):
+                 background_index=None, ignore_index=255, eps=1e-8):
         super().__init__()
         self.ignore_index = ignore_index
         self.eps = eps
@@ -77,12 +79,13 @@ class PixelWeightedLoss(nn.Layer):
             return self.class_weight
         if self.background_weight is None:
             return None
-        if not 0 <= self.background_index < num_classes:
+        background = num_classes - 1 if self.background_index is None else self.background_index
+        if not 0 <= background < num_classes:
             raise ValueError(
-                f'{type(self).__name__}: background_index {self.background_index} '
+                f'{type(self).__name__}: background_index {background} '
                 f'is outside the {num_classes} output classes')
         weight = paddle.ones([num_classes], dtype='float32')
-        weight[self.background_index] = float(self.background_weight)
+        weight[background] = float(self.background_weight)
         self.class_weight = weight
         return weight
 
@@ -107,6 +110,8 @@ class PSSLCrossEntropyLoss(PixelWeightedLoss):
         weight (list[float], optional): one weight per class (PaddleSeg's form).
         background_weight (float, optional): shorthand for "every class 1.0,
             background ``background_weight``" (upstream PSSL: 0.1).
-        background_index (int): the background id (PSSL: 1000).
-        ignore_index (int): label id that gives no loss (PSSL: 1001).
+        background_index (int, optional): the background id; default the last
+            output (upstream's space: 1000; compact: K).
+        ignore_index (int): label id that gives no loss (upstream's space:
+            1001; compact and objectness: 255).
     """

@@ -79,13 +79,15 @@ def loss_class_weights(cfg, num_classes=store.NUM_CLASSES):
     if loss.get('background_weight') is None:
         return None
     weights = np.ones(num_classes, np.float64)
-    weights[int(loss.get('background_index', store.BACKGROUND))] = float(loss['background_weight'])
+    background = loss.get('background_index')
+    weights[num_classes - 1 if background is None else int(background)] = float(loss['background_weight'])
     return weights
 
 
 def load_model(config_path, model_path, opts=None):
-    """(model in eval mode, transforms, class weights of its loss or None)
-    from a PaddleSeg-schema config and weights."""
+    """(model in eval mode, transforms, class weights of its loss or None,
+    the name of its training label space) from a PaddleSeg-schema config and
+    weights."""
     from paddleseg.utils import utils
 
     from ..config import load_config
@@ -93,10 +95,12 @@ def load_model(config_path, model_path, opts=None):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)
     from ..config.paddleseg import seg_builder
-    model = seg_builder(cfg, config_path).model
+    model = seg_builder(cfg, config_path).model   # fills model.num_classes from the label space
     utils.load_entire_model(model, model_path)
     model.eval()
-    return model, eval_transforms(cfg), loss_class_weights(cfg)
+    space = (cfg.dic.get('train_dataset') or {}).get('label_space', 'upstream')
+    num_classes = cfg.dic['model'].get('num_classes') or store.NUM_CLASSES
+    return model, eval_transforms(cfg), loss_class_weights(cfg, num_classes), space
 
 
 def predict_probs(model, batch, scales=(1.0,), flip_horizontal=False, channels=None):
@@ -167,7 +171,7 @@ class Relabeller:
 
     def __init__(self, model, transforms, items, class_names, root, scales=(1.0,),
                  flip_horizontal=False, rule='image_label', batch_size=8, info=None,
-                 class_weights=None):
+                 class_weights=None, label_space='upstream'):
         if rule not in RULES:
             raise PSSLError(f'relabel rule {rule!r}; choose one of {RULES}')
         if not items:
@@ -179,6 +183,8 @@ class Relabeller:
         self.items, self.class_names, self.root = items, class_names, root
         self.scales, self.flip = [float(s) for s in scales], bool(flip_horizontal)
         self.rule, self.batch_size = rule, max(int(batch_size), 1)
+        # the model's outputs: the store's classes in the space it was trained in
+        self.space = store.LabelSpace(label_space, max(len(class_names), 1), 'label_space')
         self.class_weights = None if class_weights is None else np.asarray(class_weights, np.float64)
         self.info = dict(info or {}, scales=self.scales, flip_horizontal=self.flip, rule=rule,
                          class_weights_undone=None if class_weights is None else
@@ -215,20 +221,21 @@ class Relabeller:
             batch = np.stack([image for _, image, _ in group])
             channels = None
             if self.rule == 'image_label':
-                channels = [[store.BACKGROUND, item.class_id] for item, _, _ in group]
+                channels = [[self.space.background, self.space.class_id(item.class_id)]
+                            for item, _, _ in group]
             probs = predict_probs(self.model, batch, self.scales, self.flip, channels)
             for (item, _, size), p in zip(group, probs):
                 if tuple(p.shape[1:]) != tuple(size):    # the transforms resized the image
                     import paddle
                     p = paddle.nn.functional.interpolate(
                         paddle.to_tensor(p[None]), list(size), mode='bilinear')[0].numpy()
-                if self.rule == 'argmax' and p.shape[0] <= store.BACKGROUND:
+                if self.rule == 'argmax' and p.shape[0] != self.space.num_classes:
                     raise PSSLError(f'the model predicts {p.shape[0]} classes; relabelling needs '
-                                    f'the PSSL label space ({store.NUM_CLASSES} classes)')
+                                    f'its training label space ({self.space})')
                 weights = self.class_weights
                 if weights is not None and self.rule == 'image_label':
-                    weights = weights[[store.BACKGROUND, item.class_id]]
-                mask, confidence = label_from_probs(p, item.class_id, self.rule, weights)
+                    weights = weights[[self.space.background, self.space.class_id(item.class_id)]]
+                mask, confidence = label_from_probs(p, self.space.class_id(item.class_id), self.rule, weights)
                 yield Label(item, mask, confidence)
 
     def finalize(self):
@@ -276,7 +283,7 @@ def relabel_main(argv=None):
         except ValueError:
             raise PSSLError(f'--shard {args.shard!r}: expected i/N, e.g. 0/4')
     setup_runtime(args.device)
-    model, transforms, weights = (None, [], None) if args.finalize_only else \
+    model, transforms, weights, space = (None, [], None, 'upstream') if args.finalize_only else \
         load_model(args.cfg, args.model_path, args.opts)
     if args.class_weights == 'none':
         weights = None
@@ -284,7 +291,7 @@ def relabel_main(argv=None):
             'image_root': os.path.abspath(args.image_root),
             'source_store': os.path.abspath(args.pssl_root) if args.pssl_root else None}
     relabeller = Relabeller(model, transforms, items, names, args.save_root, args.scales,
-                            args.flip_horizontal, args.rule, args.batch_size, info, weights)
+                            args.flip_horizontal, args.rule, args.batch_size, info, weights, space)
     if args.finalize_only:
         manifest = relabeller.finalize()
         print(f"{manifest['labels']} labels listed in {args.save_root}/{store.FILE_LIST}")

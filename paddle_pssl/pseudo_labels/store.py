@@ -39,6 +39,58 @@ NUM_CLASSES = 1001  # 1000 ImageNet classes + background
 BACKGROUND = 1000
 IGNORE_INDEX = 1001
 
+# The label space a store is trained in (the config key ``label_space``). In
+# every space the store's classes come first and the background is the last
+# output, so a loss's background is always ``num_classes - 1``:
+#   upstream    upstream PSSL's: 1001 outputs, class id = synsets line index,
+#               background 1000, ignore 1001 (any store of at most 1000 classes)
+#   compact     K + 1 outputs for a store of K classes, background K, ignore 255
+#               (PaddleSeg's usual ignore, the default padding of its transforms)
+#   objectness  2 outputs, class-agnostic: every class is 0 (object), background 1,
+#               ignore 255
+# For a store of the 1000 ImageNet wnids, compact and upstream give the same
+# outputs; only the ignore index differs.
+LABEL_SPACES = ('upstream', 'compact', 'objectness')
+COMPACT_IGNORE_INDEX = 255
+
+
+class LabelSpace:
+    """Outputs, background and ignore ids of one label space for a store of
+    ``num_store_classes`` classes; :meth:`class_id` maps a store class id."""
+
+    def __init__(self, name, num_store_classes, where='label_space'):
+        if name not in LABEL_SPACES:
+            raise PSSLError(f"{where}: {name!r} is not a label space; choose one of "
+                            f"{', '.join(LABEL_SPACES)}")
+        self.name = name
+        self.num_store_classes = num_store_classes
+        if name == 'upstream':
+            if num_store_classes > BACKGROUND:
+                raise PSSLError(f'{where}: {num_store_classes} classes, at most {BACKGROUND} fit '
+                                'the upstream 1001-class label space')
+            self.num_classes, self.background, self.ignore_index = NUM_CLASSES, BACKGROUND, IGNORE_INDEX
+        elif name == 'compact':
+            if num_store_classes + 1 > COMPACT_IGNORE_INDEX:
+                raise PSSLError(f'{where}: {num_store_classes} classes and the background do not fit '
+                                f'below the compact space\'s ignore index {COMPACT_IGNORE_INDEX}; '
+                                'use label_space: upstream')
+            self.num_classes = num_store_classes + 1
+            self.background, self.ignore_index = num_store_classes, COMPACT_IGNORE_INDEX
+        else:
+            self.num_classes, self.background, self.ignore_index = 2, 1, COMPACT_IGNORE_INDEX
+
+    def class_id(self, store_class_id):
+        return 0 if self.name == 'objectness' else store_class_id
+
+    def as_dict(self):
+        return {'label_space': self.name, 'num_classes': self.num_classes,
+                'background': self.background, 'ignore_index': self.ignore_index,
+                'store_classes': self.num_store_classes}
+
+    def __repr__(self):
+        return (f'LabelSpace({self.name}: {self.num_classes} outputs, background {self.background}, '
+                f'ignore {self.ignore_index})')
+
 
 def label_relpath(image_relpath):
     """``train/<class>/<name>`` -> ``train/<class>/<name>_eiseg.npz``."""

@@ -4,8 +4,8 @@ import os
 
 import paddle
 import yaml
-from paddleseg.utils import utils
 
+from ..utils.checkpoint import load_trained
 from ..utils.io import atomic_write_text
 from .paddle_compat import program_file
 
@@ -33,7 +33,7 @@ def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'
     from ..config.paddleseg import seg_builder
     builder = seg_builder(cfg)
     model = builder.model
-    utils.load_entire_model(model, model_path)
+    load_trained(model, model_path)   # every parameter: an export must not carry a random head
     model.eval()
     net = _WithOutputOp(model, output_op)
     net.eval()

@@ -86,15 +86,14 @@ def loss_class_weights(cfg, num_classes=store.NUM_CLASSES):
 def load_model(config_path, model_path, opts=None):
     """(model in eval mode, transforms, class weights of its loss or None)
     from a PaddleSeg-schema config and weights."""
-    from paddleseg.utils import utils
-
     from ..config import load_config
+    from ..utils.checkpoint import load_trained
     if not os.path.isfile(model_path or ''):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)
     from ..config.paddleseg import seg_builder
     model = seg_builder(cfg, config_path).model
-    utils.load_entire_model(model, model_path)
+    load_trained(model, model_path)   # the trained model itself, every parameter
     model.eval()
     return model, eval_transforms(cfg), loss_class_weights(cfg)
 

@@ -14,17 +14,23 @@ loop asks for it); folders that do not pass (an empty ``iter_<n>`` from
 PaddleSeg's ``makedirs``, a hand-copied partial one) are ignored by
 keep-last-N and :func:`newest_complete`, and refused by :func:`read_checkpoint`.
 
-A fresh run (one that resumes nothing) first removes the ``iter_<n>``
-folders an earlier run left in its ``save_dir``
-(:meth:`Checkpoints.remove_earlier_run`, one log line), as a PaddleSeg
-re-run into the same folder overwrites its files: otherwise keep-last-N and
-"the newest ``iter_<n>``" would mix the two runs.
+A fresh run (one that resumes nothing) never meets an earlier run's
+``iter_<n>`` folders in its ``save_dir``: the tools claim the folder first
+(:mod:`~paddle_pssl.utils.save_dir`: refused, or deleted with
+``--overwrite``), and :meth:`Checkpoints.refuse_earlier_run` refuses an
+unclaimed one; otherwise keep-last-N and "the newest ``iter_<n>``" would mix
+the two runs.
+
+A checkpoint that cannot be read (a truncated file, a missing one) is named
+with the newest whole checkpoint beside it (:func:`newest_whole`), which
+:func:`read_checkpoint` checks by reading it.
 
 Leftovers of a killed save (staging folders, model files' ``.tmp_*``
 temporaries of :func:`~paddle_pssl.utils.io.atomic_paddle_save`) are removed when a
 :class:`Checkpoints` is next made for that folder. One process writes to a
-``save_dir`` at a time.
+``save_dir`` at a time (the claim's lock).
 """
+import contextlib
 import json
 import os
 import re
@@ -35,8 +41,9 @@ from .errors import PSSLError
 from .io import json_default
 
 __all__ = ['Checkpoints', 'Checkpoint', 'PARAMS', 'OPTIMIZER', 'STATE', 'checkpoint_iteration',
-           'is_complete', 'complete_checkpoints', 'newest_complete', 'require_complete',
-           'read_checkpoint', 'first_mismatch', 'require_fit', 'require_pretrained_fit']
+           'is_complete', 'complete_checkpoints', 'newest_complete', 'newest_whole',
+           'require_complete', 'read_checkpoint', 'first_mismatch', 'require_fit',
+           'require_pretrained_fit', 'load_trained', 'strict_model_path']
 
 PARAMS, OPTIMIZER, STATE = 'model.pdparams', 'model.pdopt', 'state.json'
 _NAME = re.compile(r'iter_(\d+)$')
@@ -83,6 +90,47 @@ def newest_complete(save_dir, with_state=False):
     return found[-1][1] if found else None
 
 
+def _read_files(directory, with_state):
+    """(params, optimizer state, state or None) of a checkpoint folder."""
+    from .safe_load import safe_load
+    state = None
+    if with_state:
+        path = os.path.join(directory, STATE)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except ValueError as e:
+            raise PSSLError(f'{path}: not a readable checkpoint state ({e})') from None
+    return (safe_load(os.path.join(directory, PARAMS)),
+            safe_load(os.path.join(directory, OPTIMIZER)), state)
+
+
+def newest_whole(save_dir, with_state=False, besides=None, tries=3):
+    """The newest complete checkpoint of ``save_dir`` (other than
+    ``besides``) whose files read, trying at most ``tries`` from the newest
+    down; None when there is none."""
+    besides = os.path.realpath(besides) if besides else None
+    tried = 0
+    for _, path in reversed(complete_checkpoints(save_dir, with_state)):
+        if os.path.realpath(path) == besides:
+            continue
+        if tried == tries:
+            return None
+        tried += 1
+        try:
+            _read_files(path, with_state)
+        except (PSSLError, OSError):
+            continue
+        return path
+    return None
+
+
+def _beside(directory, with_state):
+    newest = newest_whole(os.path.dirname(directory), with_state, besides=directory)
+    return f'newest whole checkpoint beside it: {newest}' if newest else \
+        'no whole checkpoint beside it'
+
+
 def require_complete(directory, with_state=False, flag='--resume', need_name=False):
     """Raise PSSLError (one line, naming ``directory``) unless it is a complete
     checkpoint; ``need_name``: the loop reads ``n`` from the folder name."""
@@ -93,23 +141,22 @@ def require_complete(directory, with_state=False, flag='--resume', need_name=Fal
         raise PSSLError(f'{directory}: {flag} needs an iter_<n> checkpoint directory')
     missing = _missing(directory, with_state)
     if missing:
-        newest = newest_complete(os.path.dirname(directory), with_state)
         raise PSSLError(f'{directory}: incomplete checkpoint ({", ".join(missing)} missing), '
-                        f'cannot {flag} from it; newest complete one beside it: {newest}')
+                        f'cannot {flag} from it; {_beside(directory, with_state)}')
 
 
 def read_checkpoint(directory, with_state=False, flag='--resume', need_name=False):
     """Load a complete checkpoint -> :data:`Checkpoint` (``state`` is None
-    without ``with_state``; ``iteration`` from the folder name, or None)."""
-    from .safe_load import safe_load
+    without ``with_state``; ``iteration`` from the folder name, or None). A
+    file that does not read is named with the newest whole checkpoint beside it."""
     require_complete(directory, with_state, flag, need_name)
-    state = None
-    if with_state:
-        with open(os.path.join(directory, STATE)) as f:
-            state = json.load(f)
+    try:
+        params, optimizer, state = _read_files(directory, with_state)
+    except PSSLError as e:
+        raise PSSLError(f'{e}; cannot {flag} from it; {_beside(os.path.normpath(directory), with_state)}') \
+            from None
     return Checkpoint(os.path.normpath(directory), checkpoint_iteration(directory),
-                      safe_load(os.path.join(directory, PARAMS)),
-                      safe_load(os.path.join(directory, OPTIMIZER)), state)
+                      params, optimizer, state)
 
 
 def _shape(value):
@@ -135,14 +182,59 @@ def _require_state(path, file_state, flag):
         raise PSSLError(f'{path}: {flag} holds no parameters (not a state dict of a model)')
 
 
+def _fitting(file_state, model_state):
+    return sum(1 for k, v in model_state.items()
+               if k in file_state and _shape(file_state[k]) == _shape(v))
+
+
 def require_fit(path, file_state, model, flag):
-    """Raise PSSLError naming ``path`` and the first parameter of ``model``
+    """Raise PSSLError naming ``path``, the first parameter of ``model``
     that the state dict ``file_state`` lacks or holds in another shape (a
-    checkpoint of another architecture, or of another class count)."""
+    checkpoint of another architecture, or of another class count) and how
+    many fit."""
     _require_state(path, file_state, flag)
-    problem = first_mismatch(file_state, model.state_dict())
+    model_state = model.state_dict()
+    problem = first_mismatch(file_state, model_state)
     if problem:
-        raise PSSLError(f'{path}: {flag} does not fit {type(model).__name__}: {problem}')
+        raise PSSLError(f'{path}: {flag} does not fit {type(model).__name__}: {problem}; '
+                        f'{_fitting(file_state, model_state)} of {len(model_state)} parameters fit')
+
+
+def load_trained(model, path, flag='--model_path'):
+    """Load the trained model ``path`` into ``model`` strictly: every
+    parameter of the model from the file, in its shape (keys of the file the
+    model lacks are left out), else one line naming the file, how many fit and
+    the first that does not. For evaluation, prediction and export, where a
+    parameter left at its initial value would give plausible wrong numbers.
+    (``pretrained`` weights load by shape, as PaddleSeg loads them.)"""
+    from .safe_load import safe_load
+    if not os.path.isfile(path):
+        raise PSSLError(f'{path}: {flag} file not found')
+    file_state = safe_load(path)
+    try:
+        require_fit(path, file_state, model, flag)
+    except PSSLError as e:
+        raise PSSLError(f'{e} ({flag} takes the trained model itself; a checkpoint of another '
+                        'model or class count, e.g. of pre-training, is a start: model.pretrained)') \
+            from None
+    model_state = model.state_dict()
+    model.set_state_dict({k: file_state[k] for k in model_state})
+    from paddleseg.utils import logger
+    logger.info(f'{flag} {path}: loaded all {len(model_state)} parameters of {type(model).__name__}')
+    return model
+
+
+@contextlib.contextmanager
+def strict_model_path(flag='--model_path'):
+    """While inside, PaddleSeg's ``load_entire_model`` (what its ``predict``
+    calls with the trained model's path) is :func:`load_trained`."""
+    import paddleseg.utils.utils as seg_utils
+    by_shape = seg_utils.load_entire_model
+    seg_utils.load_entire_model = lambda model, path: load_trained(model, path, flag)
+    try:
+        yield
+    finally:
+        seg_utils.load_entire_model = by_shape
 
 
 # below this share of a model's parameters, a load by shape ("pretrained")
@@ -158,8 +250,7 @@ def require_pretrained_fit(path, file_state, model, flag='pretrained'):
     command that converts them). -> the number of parameters that fit."""
     _require_state(path, file_state, flag)
     model_state = model.state_dict()
-    fits = sum(1 for k, v in model_state.items()
-               if k in file_state and _shape(file_state[k]) == _shape(v))
+    fits = _fitting(file_state, model_state)
     if fits >= max(1, MIN_PRETRAINED_SHARE * len(model_state)):
         return fits
     from ..classifiers.convert import conversion_hint
@@ -246,35 +337,17 @@ class Checkpoints:
             os.rename(path, doomed)
             _remove_tree(doomed)
 
-    def remove_earlier_run(self, resume_flag, model_dirs=False):
-        """Delete every ``iter_<n>`` folder (and with ``model_dirs``
-        ``best_model``/``ema_best_model``) in ``save_dir`` and say so in one
-        log line naming ``resume_flag``: a fresh run there must not leave an
-        earlier run's checkpoints beside its own, where keep-last-N,
-        ``newest_complete`` and a user looking for the last ``iter_<n>``
-        would take them for this run's. -> the names removed."""
-        removed = []
-        for name in sorted(os.listdir(self.save_dir)):
-            path = os.path.join(self.save_dir, name)
-            if not os.path.isdir(path):
-                continue
-            if _NAME.match(name):
-                doomed = _work_dir(self.save_dir, 'del', checkpoint_iteration(name))
-                os.rename(path, doomed)   # as prune does: no half iter_<n> after a kill
-                _remove_tree(doomed)
-            elif model_dirs and name in _MODEL_DIRS:
-                _remove_tree(path)
-            else:
-                continue
-            removed.append(name)
-        removed.sort(key=lambda n: (checkpoint_iteration(n) is None, checkpoint_iteration(n) or 0, n))
-        if removed:
-            from paddleseg.utils import logger
-            shown = ', '.join(removed[:4]) + (', ...' if len(removed) > 4 else '')
-            logger.warning(f'{self.save_dir}: removed {len(removed)} checkpoint folder(s) of an '
-                           f'earlier run ({shown}); to continue a run instead, pass {resume_flag} '
-                           f'<save_dir>/iter_<n>')
-        return removed
+    def refuse_earlier_run(self, resume_flag, model_dirs=False):
+        """A fresh run: refuse (one line) a ``save_dir`` holding an earlier
+        run's ``iter_<n>`` folders (and with ``model_dirs`` ``best_model``/
+        ``ema_best_model``) unless the tool claimed it
+        (:func:`~paddle_pssl.utils.save_dir.claim_save_dir` decided then).
+        Nothing is deleted here."""
+        from .save_dir import TRAIN_OUTPUTS, require_no_earlier_run
+        require_no_earlier_run(self.save_dir, resume_flag, TRAIN_OUTPUTS if model_dirs else ())
+
+    # the name a caller knew when a fresh run cleared the folder; it refuses now
+    remove_earlier_run = refuse_earlier_run
 
     def remove_leftovers(self):
         """Undo or delete what a killed save left in ``save_dir``."""

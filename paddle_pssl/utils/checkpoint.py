@@ -152,9 +152,9 @@ def read_checkpoint(directory, with_state=False, flag='--resume', need_name=Fals
     require_complete(directory, with_state, flag, need_name)
     try:
         params, optimizer, state = _read_files(directory, with_state)
-    except PSSLError as e:
-        raise PSSLError(f'{e}; cannot {flag} from it; {_beside(os.path.normpath(directory), with_state)}') \
-            from None
+    except PSSLError as e:   # keeps its kind (e.g. UnsafePickleError), one line longer
+        e.args = (f'{e}; cannot {flag} from it; {_beside(os.path.normpath(directory), with_state)}',)
+        raise
     return Checkpoint(os.path.normpath(directory), checkpoint_iteration(directory),
                       params, optimizer, state)
 

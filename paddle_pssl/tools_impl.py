@@ -7,7 +7,7 @@ from .utils.cli import ArgumentParser, add_config_args, add_save_dir_args, setup
 from .utils.save_dir import claim_save_dir
 from .config import load_config, load_yaml
 from .datasets.target_labels import check_target_labels
-from .utils.checkpoint import load_trained, strict_model_path
+from .utils.model_fit import load_trained, strict_model_path
 from .utils.errors import PSSLError
 
 

@@ -14,15 +14,10 @@ from ..utils.fetch import note_url_key
 from .components import check_components, explain_build_error
 from .loader import apply_opts, load_yaml, suggest
 from .schemas import validate
-from .sections import check_sections, placement
+from .sections import KNOWN_TOP_LEVEL_KEYS, check_sections, placement
 from ..utils.nonfinite import ON_NONFINITE_LOSS
 from .spec import Choice, Int, build
 
-# Top-level keys that PaddleSeg 2.8 and this project read.
-KNOWN_TOP_LEVEL_KEYS = (
-    'batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer',
-    'lr_scheduler', 'loss', 'distill_loss', 'model', 'test_config', 'export',
-    'to_static_training', 'seed', 'pseudo_labels', 'mm_tuning', 'on_nonfinite_loss')
 # Top-level keys whose type and range PaddleSeg leaves unchecked (or that
 # only this project reads: on_nonfinite_loss, see paddle_pssl/utils/nonfinite.py).
 TOP_LEVEL_FIELDS = {'iters': Int(min=1), 'batch_size': Int(min=1), 'seed': Int(),
@@ -83,7 +78,7 @@ def check_config_dict(dic, path):
     check_sections(dic, path)
     found = []
     _walk_types(dic, '', found)
-    check_components(dic, found, path)
+    check_components(dic, found, path, lambda key, here: placement(key, dic, here))
     urls = []
     _walk_urls(dic, '', urls)
     for key_path, url in urls:

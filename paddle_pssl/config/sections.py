@@ -17,7 +17,14 @@ import inspect
 from ..utils.errors import PSSLError
 from .loader import suggest
 
-__all__ = ['FIXED_SECTIONS', 'section_keys', 'belongs', 'placement', 'check_sections']
+__all__ = ['KNOWN_TOP_LEVEL_KEYS', 'FIXED_SECTIONS', 'section_keys', 'belongs', 'placement',
+           'check_sections']
+
+# Top-level keys that PaddleSeg 2.8 and this project read.
+KNOWN_TOP_LEVEL_KEYS = (
+    'batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer',
+    'lr_scheduler', 'loss', 'distill_loss', 'model', 'test_config', 'export',
+    'to_static_training', 'seed', 'pseudo_labels', 'mm_tuning', 'on_nonfinite_loss')
 
 # mappings without a type, and the keys PaddleSeg (or this project) reads from them
 FIXED_SECTIONS = {'loss': ('types', 'coef'), 'distill_loss': ('types', 'coef'),
@@ -67,7 +74,6 @@ def belongs(key, dic, here):
     level, then the sections of :data:`CANDIDATES`; -> list of key paths."""
     if key == 'type':
         return []
-    from .paddleseg import KNOWN_TOP_LEVEL_KEYS
     found = [f'{key} (top level)'] if here and key in KNOWN_TOP_LEVEL_KEYS else []
     for section in CANDIDATES:
         if section == here or (section == 'mm_tuning' and section not in dic):

@@ -5,7 +5,7 @@ import os
 import paddle
 import yaml
 
-from ..utils.checkpoint import load_trained
+from ..utils.model_fit import load_trained
 from ..utils.io import atomic_write_text
 from .paddle_compat import program_file
 

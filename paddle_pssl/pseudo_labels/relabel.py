@@ -87,7 +87,7 @@ def load_model(config_path, model_path, opts=None):
     """(model in eval mode, transforms, class weights of its loss or None)
     from a PaddleSeg-schema config and weights."""
     from ..config import load_config
-    from ..utils.checkpoint import load_trained
+    from ..utils.model_fit import load_trained
     if not os.path.isfile(model_path or ''):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)

@@ -30,7 +30,6 @@ temporaries of :func:`~paddle_pssl.utils.io.atomic_paddle_save`) are removed whe
 :class:`Checkpoints` is next made for that folder. One process writes to a
 ``save_dir`` at a time (the claim's lock).
 """
-import contextlib
 import json
 import os
 import re
@@ -39,6 +38,9 @@ from collections import namedtuple
 
 from .errors import PSSLError
 from .io import json_default
+# the fit of weights to a model: here for the loops that import them with the checkpoints
+from .model_fit import (first_mismatch, load_trained, require_fit,  # noqa: F401
+                        require_pretrained_fit, strict_model_path)
 
 __all__ = ['Checkpoints', 'Checkpoint', 'PARAMS', 'OPTIMIZER', 'STATE', 'checkpoint_iteration',
            'is_complete', 'complete_checkpoints', 'newest_complete', 'newest_whole',
@@ -159,111 +161,68 @@ def read_checkpoint(directory, with_state=False, flag='--resume', need_name=Fals
                       params, optimizer, state)
 
 
-def _shape(value):
-    return list(getattr(value, 'shape', ()))
-
-
-def first_mismatch(file_state, model_state):
-    """The first parameter of ``model_state`` (in the model's order) that
-    ``file_state`` lacks or holds in another shape, as one phrase; None when
-    every one fits."""
-    for key, value in model_state.items():
-        if key not in file_state:
-            first = next(iter(file_state), None)
-            seen = f'; its first is {first} {_shape(file_state[first])}' if first else ''
-            return f'{key} {_shape(value)} is not in the file{seen}'
-        if _shape(file_state[key]) != _shape(value):
-            return f'{key} is {_shape(file_state[key])} in the file, {_shape(value)} in the model'
-    return None
-
-
-def _require_state(path, file_state, flag):
-    if not isinstance(file_state, dict) or not file_state:
-        raise PSSLError(f'{path}: {flag} holds no parameters (not a state dict of a model)')
-
-
-def _fitting(file_state, model_state):
-    return sum(1 for k, v in model_state.items()
-               if k in file_state and _shape(file_state[k]) == _shape(v))
-
-
-def require_fit(path, file_state, model, flag):
-    """Raise PSSLError naming ``path``, the first parameter of ``model``
-    that the state dict ``file_state`` lacks or holds in another shape (a
-    checkpoint of another architecture, or of another class count) and how
-    many fit."""
-    _require_state(path, file_state, flag)
-    model_state = model.state_dict()
-    problem = first_mismatch(file_state, model_state)
-    if problem:
-        raise PSSLError(f'{path}: {flag} does not fit {type(model).__name__}: {problem}; '
-                        f'{_fitting(file_state, model_state)} of {len(model_state)} parameters fit')
-
-
-def load_trained(model, path, flag='--model_path'):
-    """Load the trained model ``path`` into ``model`` strictly: every
-    parameter of the model from the file, in its shape (keys of the file the
-    model lacks are left out), else one line naming the file, how many fit and
-    the first that does not. For evaluation, prediction and export, where a
-    parameter left at its initial value would give plausible wrong numbers.
-    (``pretrained`` weights load by shape, as PaddleSeg loads them.)"""
-    from .safe_load import safe_load
-    if not os.path.isfile(path):
-        raise PSSLError(f'{path}: {flag} file not found')
-    file_state = safe_load(path)
-    try:
-        require_fit(path, file_state, model, flag)
-    except PSSLError as e:
-        raise PSSLError(f'{e} ({flag} takes the trained model itself; a checkpoint of another '
-                        'model or class count, e.g. of pre-training, is a start: model.pretrained)') \
-            from None
-    model_state = model.state_dict()
-    model.set_state_dict({k: file_state[k] for k in model_state})
-    from paddleseg.utils import logger
-    logger.info(f'{flag} {path}: loaded all {len(model_state)} parameters of {type(model).__name__}')
-    return model
-
-
-@contextlib.contextmanager
-def strict_model_path(flag='--model_path'):
-    """While inside, PaddleSeg's ``load_entire_model`` (what its ``predict``
-    calls with the trained model's path) is :func:`load_trained`."""
-    import paddleseg.utils.utils as seg_utils
-    by_shape = seg_utils.load_entire_model
-    seg_utils.load_entire_model = lambda model, path: load_trained(model, path, flag)
-    try:
-        yield
-    finally:
-        seg_utils.load_entire_model = by_shape
-
-
-# below this share of a model's parameters, a load by shape ("pretrained")
-# has loaded almost nothing: a file of another model, not a partial fit
-MIN_PRETRAINED_SHARE = 0.1
-
-
-def require_pretrained_fit(path, file_state, model, flag='pretrained'):
-    """PaddleSeg loads ``pretrained`` weights by shape, skipping (and
-    logging) what does not fit; that stays, but a file that fits fewer than
-    :data:`MIN_PRETRAINED_SHARE` of ``model``'s parameters is refused with
-    one line saying why (for a classifier's weights given as a backbone: the
-    command that converts them). -> the number of parameters that fit."""
-    _require_state(path, file_state, flag)
-    model_state = model.state_dict()
-    fits = _fitting(file_state, model_state)
-    if fits >= max(1, MIN_PRETRAINED_SHARE * len(model_state)):
-        return fits
-    from ..classifiers.convert import conversion_hint
-    raise PSSLError(f'{path}: as {flag} it fits {fits} of the {len(model_state)} parameters of '
-                    f'{type(model).__name__}, so it would train from random weights; first: '
-                    f'{first_mismatch(file_state, model_state)}{conversion_hint(path, file_state, model)}')
-
-
 # Where the loops write model files with atomic_paddle_save besides iter_<n>/;
 # only model temporaries are swept, so a save_dir shared with other tools
 # (the default ./output) keeps their in-flight files.
 _MODEL_DIRS = ('best_model', 'ema_best_model')
 _MODEL_SUFFIXES = ('.pdparams', '.pdopt')
+
+# ------------------------------------------------ earlier runs in a save_dir
+# What a run writes besides iter_<n>/: PaddleSeg's loop (train.py, M&M) ...
+TRAIN_OUTPUTS = _MODEL_DIRS
+# ... and the classifier loop (tools/train_cls.py)
+CLASSIFIER_OUTPUTS = ('model.pdparams', 'train_cls.json')
+# real path of each save_dir claimed in this process -> nesting depth
+# (:func:`paddle_pssl.utils.save_dir.claim_save_dir` keeps it)
+CLAIMED = {}
+
+
+def is_rank0():
+    # ParallelEnv().rank without importing paddle: what paddle.distributed.launch sets
+    return int(os.environ.get('PADDLE_TRAINER_ID', '0') or 0) == 0
+
+
+def _run_order(name):
+    n = checkpoint_iteration(name)
+    return (0, n, name) if n is not None else (1, 0, name)
+
+
+def earlier_run(save_dir, outputs=TRAIN_OUTPUTS):
+    """Names in ``save_dir`` that a run wrote: ``iter_<n>`` folders (oldest
+    first, complete or not), then the ``outputs`` present."""
+    if not os.path.isdir(save_dir):
+        return []
+    names = [n for n in os.listdir(save_dir)
+             if (_NAME.match(n) and os.path.isdir(os.path.join(save_dir, n))) or n in outputs]
+    return sorted(names, key=_run_order)
+
+
+def shown(names, limit=4):
+    return ', '.join(names[:limit]) + (f', ... {len(names) - limit} more' if len(names) > limit else '')
+
+
+def earlier_run_refusal(save_dir, names, resume=None, resume_flag='--resume_model', with_state=False):
+    """The one line refusing a run into ``save_dir`` that holds ``names``
+    of another run: what is there and the ways on."""
+    if resume is not None:
+        return PSSLError(f'{save_dir}: holds another run ({shown(names)}) than the one '
+                         f'{resume_flag} {resume} continues; choose another --save_dir, or pass '
+                         '--overwrite to delete it')
+    newest = newest_complete(save_dir, with_state)
+    way = f'to continue it pass {resume_flag} {newest}, ' if newest else ''
+    return PSSLError(f'{save_dir}: holds an earlier run ({shown(names)}); {way}to keep it choose '
+                     'another --save_dir, to delete it pass --overwrite')
+
+
+def require_no_earlier_run(save_dir, resume_flag, outputs=TRAIN_OUTPUTS, with_state=False):
+    """For a training loop starting fresh: nothing to do in a claimed
+    ``save_dir`` (its claim decided); elsewhere refuse, as a claim would, a
+    folder holding an earlier run. Nothing is deleted."""
+    if os.path.realpath(save_dir) in CLAIMED or not is_rank0():
+        return
+    names = earlier_run(save_dir, outputs)
+    if names:
+        raise earlier_run_refusal(save_dir, names, None, resume_flag, with_state)
 
 
 def _is_model_temp(path):
@@ -343,8 +302,8 @@ class Checkpoints:
         ``ema_best_model``) unless the tool claimed it
         (:func:`~paddle_pssl.utils.save_dir.claim_save_dir` decided then).
         Nothing is deleted here."""
-        from .save_dir import TRAIN_OUTPUTS, require_no_earlier_run
-        require_no_earlier_run(self.save_dir, resume_flag, TRAIN_OUTPUTS if model_dirs else ())
+        require_no_earlier_run(self.save_dir, resume_flag, TRAIN_OUTPUTS if model_dirs else (),
+                               self.with_state)
 
     # the name a caller knew when a fresh run cleared the folder; it refuses now
     remove_earlier_run = refuse_earlier_run

@@ -26,56 +26,16 @@ import contextlib
 import os
 import re
 
-from .checkpoint import _MODEL_DIRS, _remove_tree, _work_dir, newest_complete
+from .checkpoint import (CLAIMED, CLASSIFIER_OUTPUTS, TRAIN_OUTPUTS, _remove_tree, _work_dir,
+                         checkpoint_iteration, earlier_run, earlier_run_refusal, is_rank0,
+                         require_no_earlier_run, shown)
 from .errors import PSSLError
 
 __all__ = ['LOCK_NAME', 'TRAIN_OUTPUTS', 'CLASSIFIER_OUTPUTS', 'claim_save_dir', 'earlier_run',
            'require_no_earlier_run']
 
 LOCK_NAME = '.run.lock'
-# What a run writes besides iter_<n>/: PaddleSeg's loop (train.py, M&M) ...
-TRAIN_OUTPUTS = _MODEL_DIRS
-# ... and the classifier loop (tools/train_cls.py)
-CLASSIFIER_OUTPUTS = ('model.pdparams', 'train_cls.json')
-_ITER = re.compile(r'iter_(\d+)$')
 _VDL_RECORD = re.compile(r'vdlrecords\.\d+\.log$')
-
-_claimed = {}   # real path of a claimed save_dir -> nesting depth in this process
-
-
-def _rank0():
-    # ParallelEnv().rank without importing paddle: what paddle.distributed.launch sets
-    return int(os.environ.get('PADDLE_TRAINER_ID', '0') or 0) == 0
-
-
-def _order(name):
-    found = _ITER.match(name)
-    return (0, int(found.group(1)), name) if found else (1, 0, name)
-
-
-def earlier_run(save_dir, outputs=TRAIN_OUTPUTS):
-    """Names in ``save_dir`` that a run wrote: ``iter_<n>`` folders (oldest
-    first), then the ``outputs`` present."""
-    if not os.path.isdir(save_dir):
-        return []
-    names = [n for n in os.listdir(save_dir)
-             if (_ITER.match(n) and os.path.isdir(os.path.join(save_dir, n))) or n in outputs]
-    return sorted(names, key=_order)
-
-
-def _shown(names, limit=4):
-    return ', '.join(names[:limit]) + (f', ... {len(names) - limit} more' if len(names) > limit else '')
-
-
-def _refusal(save_dir, names, resume, resume_flag, with_state=False):
-    if resume is not None:
-        return PSSLError(f'{save_dir}: holds another run ({_shown(names)}) than the one '
-                         f'{resume_flag} {resume} continues; choose another --save_dir, or pass '
-                         '--overwrite to delete it')
-    newest = newest_complete(save_dir, with_state)
-    way = f'to continue it pass {resume_flag} {newest}, ' if newest else ''
-    return PSSLError(f'{save_dir}: holds an earlier run ({_shown(names)}); {way}to keep it choose '
-                     'another --save_dir, to delete it pass --overwrite')
 
 
 def _inside(path, folder):
@@ -90,9 +50,9 @@ def _remove(save_dir, names):
     for name in names + records:
         path = os.path.join(save_dir, name)
         if os.path.isdir(path):
-            found = _ITER.match(name)
-            if found:
-                doomed = _work_dir(save_dir, 'del', found.group(1))
+            n = checkpoint_iteration(name)
+            if n is not None:
+                doomed = _work_dir(save_dir, 'del', n)
                 os.rename(path, doomed)
                 path = doomed
             _remove_tree(path)
@@ -111,10 +71,10 @@ def _check(save_dir, resume, resume_flag, overwrite, outputs, with_state):
     if not names:
         return
     if not overwrite:
-        raise _refusal(save_dir, names, resume, resume_flag, with_state)
+        raise earlier_run_refusal(save_dir, names, resume, resume_flag, with_state)
     removed = _remove(save_dir, names)
     from paddleseg.utils import logger
-    logger.warning(f'{save_dir}: --overwrite: deleted the earlier run ({_shown(removed)})')
+    logger.warning(f'{save_dir}: --overwrite: deleted the earlier run ({shown(removed)})')
 
 
 @contextlib.contextmanager
@@ -128,14 +88,14 @@ def claim_save_dir(save_dir, resume=None, resume_flag='--resume_model', overwrit
     if os.path.exists(save_dir) and not os.path.isdir(save_dir):
         raise PSSLError(f'{save_dir}: --save_dir is a file, not a folder')
     key = os.path.realpath(save_dir)
-    if key in _claimed or not _rank0():
-        _claimed[key] = _claimed.get(key, 0) + 1
+    if key in CLAIMED or not is_rank0():
+        CLAIMED[key] = CLAIMED.get(key, 0) + 1
         try:
             yield
         finally:
-            _claimed[key] -= 1
-            if not _claimed[key]:
-                del _claimed[key]
+            CLAIMED[key] -= 1
+            if not CLAIMED[key]:
+                del CLAIMED[key]
         return
     made = not os.path.isdir(save_dir)
     try:
@@ -150,25 +110,14 @@ def claim_save_dir(save_dir, resume=None, resume_flag='--resume_model', overwrit
             lock.acquire()
         except OSError as e:
             raise PSSLError(f'{save_dir}: cannot write in --save_dir ({e.strerror or type(e).__name__})')
-        _claimed[key] = 1
+        CLAIMED[key] = 1
         try:
             _check(save_dir, resume, resume_flag, overwrite, outputs, with_state)
             yield
         finally:
-            del _claimed[key]
+            del CLAIMED[key]
             lock.release()
     finally:
         if made:
             with contextlib.suppress(OSError):
                 os.rmdir(save_dir)   # only when empty
-
-
-def require_no_earlier_run(save_dir, resume_flag, outputs=TRAIN_OUTPUTS):
-    """For a training loop starting fresh: nothing to do in a claimed
-    ``save_dir`` (its claim decided); elsewhere refuse, as a claim would, a
-    folder holding an earlier run. Nothing is deleted."""
-    if os.path.realpath(save_dir) in _claimed or not _rank0():
-        return
-    names = earlier_run(save_dir, outputs)
-    if names:
-        raise _refusal(save_dir, names, None, resume_flag)

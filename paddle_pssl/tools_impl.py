@@ -136,13 +136,8 @@ def val_main(argv=None):
         test_config.update(is_slide=True, crop_size=args.crop_size, stride=args.stride)
     result = evaluate(model, val_dataset, num_workers=args.num_workers, **test_config)
     if args.save_json:
-        from .utils.metrics_json import segmentation_nan_reasons, write_metrics_json
-        miou, acc, class_iou, class_precision, kappa = result
-        write_metrics_json(args.save_json, {
-            'miou': float(miou), 'acc': float(acc), 'kappa': float(kappa),
-            'class_iou': [float(v) for v in class_iou],
-            'class_precision': [float(v) for v in class_precision]},
-            segmentation_nan_reasons(float(acc), float(kappa)))
+        from .utils.metrics_json import write_segmentation_metrics
+        write_segmentation_metrics(args.save_json, result)   # NaN: null and its reason
     return result
 
 

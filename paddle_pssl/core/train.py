@@ -43,11 +43,11 @@ import paddle
 
 from ..datasets.pssl import SAMPLE_FILE, raise_sample_error
 from .evaluate import checked_evaluation
-from ..utils.checkpoint import Checkpoints, checkpoint_iteration, require_fit, require_complete
+from ..utils.checkpoint import Checkpoints, checkpoint_iteration, read_checkpoint, require_fit
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
 from ..utils.nonfinite import NonFiniteLoss
-from ..utils.safe_load import SafeLoadPaddle, safe_load
+from ..utils.safe_load import SafeLoadPaddle
 
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
@@ -212,18 +212,18 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     if kwargs.get('resume_model') is not None:
         # the loop reads N from the folder name and both files
         resume = kwargs['resume_model']
-        require_complete(resume, flag='--resume_model', need_name=True)
+        # both files read here: a truncated one is named with the newest whole checkpoint
+        ckpt = read_checkpoint(resume, flag='--resume_model', need_name=True)
         # PaddleSeg's resume would warn about a model that does not fit, then
         # fail in the optimizer's state with an AssertionError
-        params = os.path.join(resume, 'model.pdparams')
-        require_fit(params, safe_load(params), model, '--resume_model')
+        require_fit(os.path.join(resume, 'model.pdparams'), ckpt.params, model, '--resume_model')
         start_iter = checkpoint_iteration(resume)
     checkpoints = None
     if paddle.distributed.ParallelEnv().local_rank == 0:  # the rank the loop saves on
         checkpoints = Checkpoints(kwargs.get('save_dir', 'output'),
                                   keep=kwargs.get('keep_checkpoint_max', 5))
         if kwargs.get('resume_model') is None:
-            checkpoints.remove_earlier_run('--resume_model', model_dirs=True)
+            checkpoints.refuse_earlier_run('--resume_model', model_dirs=True)
     unit = ('model.pdparams', 'model.pdopt') + (
         ('ema_model.pdparams',) if kwargs.get('use_ema') else ())
     # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes

@@ -104,13 +104,13 @@ class _Images(paddle.io.Dataset):
 
 def _seed_worker(seed, worker_id):
     # Nothing here draws from the global generators (each sample has its own),
-    # but a library that does then differs per worker and repeats per run; one
-    # OpenCV thread per worker, the workers are the parallelism.
+    # but a library that does then differs per worker and repeats per run.
+    # No cv2.setNumThreads here: in a forked reader it can wait forever on the
+    # parent's OpenCV thread pool (seen in the test suite).
     state = int(np.random.SeedSequence([int(seed), int(worker_id), 5]).generate_state(1)[0])
     np.random.seed(state)
     random.seed(state)
     cv2.setRNGSeed(state & 0x7fffffff)
-    cv2.setNumThreads(1)
 
 
 def _loader(dataset, batch_sampler, loader_cfg, seed):

@@ -59,23 +59,22 @@ def normalise_batch(images_uint8, mean, std):
     return paddle.to_tensor(normalize_rgb(images_uint8, mean, std))
 
 
-def evaluate_accuracy(clf, images, labels, batch_size=64):
-    """Top-1 accuracy in eval mode, images uint8 [N, S, S, 3] at input size."""
-    if len(labels) == 0:
-        return None
+def evaluate_accuracy(clf, batches):
+    """Top-1 accuracy in eval mode over ``(images, labels)`` batches, images
+    uint8 [B, S, S, 3] RGB at input size; None when there are none."""
     was_training = clf.model.training
     clf.model.eval()
-    correct = 0
+    correct = total = 0
     try:
         with paddle.no_grad():
-            for start in range(0, len(labels), batch_size):
-                x = normalise_batch(images[start:start + batch_size], clf.mean, clf.std)
-                pred = clf.model(x).argmax(axis=1).numpy()
-                correct += int((pred == labels[start:start + batch_size]).sum())
+            for images, labels in batches:
+                pred = clf.model(normalise_batch(images, clf.mean, clf.std)).argmax(axis=1).numpy()
+                correct += int((pred == np.asarray(labels)).sum())
+                total += len(labels)
     finally:
         if was_training:
             clf.model.train()
-    return correct / len(labels)
+    return correct / total if total else None
 
 
 def make_fs_loss(loss_cfg):
@@ -215,6 +214,8 @@ def train_cls_main(argv=None):
     p.add_argument('--iters', type=int, default=None, help='overrides iters (and epochs)')
     p.add_argument('--batch_size', type=int, default=None)
     p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--num_workers', type=int, default=None,
+                   help='reader processes (overrides train_dataset.num_workers)')
     p.add_argument('--resume', default=None, help='checkpoint directory, e.g. <save_dir>/iter_100')
     p.add_argument('--save_interval', type=int, default=None,
                    help='checkpoint every N iterations (overrides save_interval)')
@@ -229,6 +230,8 @@ def train_cls_main(argv=None):
     for key in ('batch_size', 'seed', 'save_interval'):
         if getattr(args, key) is not None:
             dic[key] = getattr(args, key)
+    if args.num_workers is not None:
+        dic.setdefault('train_dataset', {})['num_workers'] = args.num_workers
     merged = validate('classifier', dic, args.cfg)  # refuse bad keys before touching the device
     save_dir = args.save_dir or os.path.join(
         'output', 'classifiers', os.path.splitext(os.path.basename(args.cfg))[0])

@@ -97,7 +97,7 @@ def run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path):
     if resume:
         run.resume_from(resume)
     else:
-        checkpoints.remove_earlier_run('--resume')
+        checkpoints.refuse_earlier_run('--resume')
     writer = None
     if use_vdl:
         from visualdl import LogWriter

@@ -305,9 +305,6 @@ class Checkpoints:
         require_no_earlier_run(self.save_dir, resume_flag, TRAIN_OUTPUTS if model_dirs else (),
                                self.with_state)
 
-    # the name a caller knew when a fresh run cleared the folder; it refuses now
-    remove_earlier_run = refuse_earlier_run
-
     def remove_leftovers(self):
         """Undo or delete what a killed save left in ``save_dir``."""
         for name in os.listdir(self.save_dir):

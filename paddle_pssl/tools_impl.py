@@ -89,8 +89,8 @@ def _train(args, cfg, seed):
     # one look at the masks of both sets: classes that occur in neither are named
     train_dataset, val_dataset = check_target_labels(
         builder.train_dataset, builder.val_dataset if args.do_eval else None)
-    from .core.pretraining_head import record_label_space
-    record_label_space(builder, model, train_dataset, args.save_dir)
+    from .core.pretraining_head import label_space_record, write_record
+    record = label_space_record(builder, model, train_dataset)
     optimizer = builder.optimizer
     losses = builder.loss
     from .core import train
@@ -103,7 +103,9 @@ def _train(args, cfg, seed):
           test_config=cfg.test_config, precision=args.precision,
           amp_level=args.amp_level, profiler_options=args.profiler_options,
           to_static_training=cfg.to_static_training,
-          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop')
+          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop',
+          on_first_checkpoint=None if record is None else
+          (lambda: write_record(record, args.save_dir)))
 
 
 def val_main(argv=None):

@@ -161,9 +161,10 @@ class _LoopPaddle(SafeLoadPaddle):
     a unit through ``checkpoints`` (None on ranks that save nothing) once
     every file of ``unit`` is written, and writes any other file atomically."""
 
-    def __init__(self, checkpoints, unit):
+    def __init__(self, checkpoints, unit, on_first_commit=None):
         super().__init__()
         self._checkpoints, self._unit, self._staging = checkpoints, unit, None
+        self._on_first_commit = on_first_commit
 
     def save(self, obj, path, *args, **kwargs):
         iteration = None
@@ -187,6 +188,9 @@ class _LoopPaddle(SafeLoadPaddle):
         if all(staging.has(name) for name in self._unit):
             self._staging = None
             staging.commit()
+            if self._on_first_commit is not None:
+                first, self._on_first_commit = self._on_first_commit, None
+                first()
 
     def abort(self):
         """Drop a checkpoint whose files did not all arrive."""
@@ -195,9 +199,11 @@ class _LoopPaddle(SafeLoadPaddle):
             self._staging = None
 
 
-def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
+def train(model, train_dataset, on_nonfinite_loss='stop', on_first_checkpoint=None, **kwargs):
     """Same arguments as ``paddleseg.core.train``, plus ``on_nonfinite_loss``
-    ('stop' or 'skip', see :mod:`paddle_pssl.utils.nonfinite`)."""
+    ('stop' or 'skip', see :mod:`paddle_pssl.utils.nonfinite`) and
+    ``on_first_checkpoint``, called once after the run's first checkpoint is
+    committed (files that describe the run, written only once it saved)."""
     batch_size = kwargs.get('batch_size', 2)
     nranks = paddle.distributed.ParallelEnv().nranks
     if len(train_dataset) < batch_size * nranks:
@@ -231,7 +237,7 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     attached = attach_pixel_weight_hook(model)
     nonfinite = NonFiniteLoss(on_nonfinite_loss, kwargs.get('save_dir', 'output'))
     unchecked = check_batches(model, train_dataset, kwargs.get('optimizer'), nonfinite, start_iter)
-    loop_paddle = _LoopPaddle(checkpoints, unit)
+    loop_paddle = _LoopPaddle(checkpoints, unit, on_first_checkpoint)
     seg_train_module.paddle = loop_paddle
     try:
         with checked_evaluation(kwargs.get('val_dataset')):

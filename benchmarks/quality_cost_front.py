@@ -14,7 +14,7 @@ same for every configuration). ``benchmarks/bench_generator.py`` times whole
 generator runs, as a check of these sums.
 
 Two sources of images with exact masks:
-  real       the two real masked photos, EfficientNet-Lite0/1/2 at 224
+  real       the real masked photos (paddle_pssl.datasets.real_photos), EfficientNet-Lite0/1/2 at 224
              (the offline default ensemble);
   benchmark  the first --per_class source images of each class of a finished
              ``tools/benchmark_pssl.py`` run, explained by its classifiers.
@@ -85,8 +85,9 @@ def _images(items):
     return [cv2.cvtColor(cv2.imread(it.image_path), cv2.COLOR_BGR2RGB) for it in items]
 
 
-def explain_all(base_cfg, items, batch):
-    """{'<classifier>/<setting>': [map per image]}, {same key: CPU s per image}."""
+def explain_all(base_cfg, items, batch, settings=None):
+    """{'<classifier>/<setting>': [map per image]}, {same key: CPU s per image};
+    ``settings`` {name: (explainer, options)}, default :data:`SETTINGS`."""
     from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
     images = _images(items)
     ids = [it.class_id for it in items]
@@ -94,7 +95,7 @@ def explain_all(base_cfg, items, batch):
     maps, seconds = {}, {}
     for entry in base_cfg['classifiers']:
         label = entry.get('label', entry['name'])
-        for setting, (kind, kw) in SETTINGS.items():
+        for setting, (kind, kw) in (settings or SETTINGS).items():
             cfg = dict(base_cfg, classifiers=[entry], explainers={kind: kw})
             try:
                 gen = PseudoLabelGenerator(cfg, '<front>')

@@ -3,9 +3,11 @@ usual flags, build from the config with PaddleSeg's SegBuilder, and call
 PaddleSeg's core (training through ``paddle_pssl.core.train``)."""
 import os
 
-from .utils.cli import ArgumentParser, add_config_args, setup_runtime
+from .utils.cli import ArgumentParser, add_config_args, add_save_dir_args, setup_runtime
+from .utils.save_dir import claim_save_dir
 from .config import load_config, load_yaml
 from .datasets.target_labels import check_target_labels
+from .utils.model_fit import load_trained, strict_model_path
 from .utils.errors import PSSLError
 
 
@@ -43,6 +45,7 @@ def train_main(argv=None):
                    help='newest checkpoints kept in save_dir (0: all)')
     p.add_argument('--resume_model', default=None,
                    help='checkpoint directory to resume, e.g. output/iter_1000')
+    add_save_dir_args(p)
     p.add_argument('--num_workers', type=int, default=0)
     p.add_argument('--do_eval', action='store_true')
     p.add_argument('--use_vdl', action='store_true', help='log to VisualDL in save_dir')
@@ -55,20 +58,25 @@ def train_main(argv=None):
     _check_counts(args, {'save_interval': 1, 'log_iters': 1, 'keep_checkpoint_max': 0,
                          'num_workers': 0})
 
-    from paddleseg.utils import utils
-
     cfg = load_config(args.cfg, learning_rate=args.learning_rate,
                       batch_size=args.batch_size, iters=args.iters, opts=args.opts)
     seed = args.seed if args.seed is not None else cfg.dic.get('seed')
     setup_runtime(args.device, seed)
     if args.resume_model is not None and not os.path.isdir(args.resume_model):
         raise PSSLError(f'{args.resume_model}: --resume_model directory not found')
+    with claim_save_dir(args.save_dir, args.resume_model, '--resume_model', args.overwrite,
+                        args.break_lock):
+        return _train(args, cfg, seed)
+
+
+def _train(args, cfg, seed):
+    from paddleseg.utils import utils
     utils.set_cv2_num_threads(args.num_workers)
     builder = _builder(cfg, args.cfg)
     utils.show_cfg_info(cfg)
     model = utils.convert_sync_batchnorm(builder.model, args.device)
-    train_dataset = check_target_labels(builder.train_dataset)
     if 'mm_tuning' in cfg.dic:
+        train_dataset = check_target_labels(builder.train_dataset)
         # Mix-and-Match tuning stage: a triplet loss on the backbone, not a segmentation loss
         from .mm_tuning.train import train_mm
         return train_mm(cfg, model, train_dataset, save_dir=args.save_dir, iters=args.iters,
@@ -76,11 +84,13 @@ def train_main(argv=None):
                         use_vdl=args.use_vdl, resume_model=args.resume_model,
                         log_iters=args.log_iters, save_interval=args.save_interval,
                         keep_checkpoint_max=args.keep_checkpoint_max)
-    from .core.pretraining_head import record_label_space
-    record_label_space(builder, model, train_dataset, args.save_dir)
-    val_dataset = check_target_labels(builder.val_dataset) if args.do_eval else None
-    if args.do_eval and val_dataset is None:
+    if args.do_eval and builder.val_dataset is None:
         raise PSSLError(f'{args.cfg}: --do_eval needs a val_dataset')
+    # one look at the masks of both sets: classes that occur in neither are named
+    train_dataset, val_dataset = check_target_labels(
+        builder.train_dataset, builder.val_dataset if args.do_eval else None)
+    from .core.pretraining_head import label_space_record, write_record
+    record = label_space_record(builder, model, train_dataset)
     optimizer = builder.optimizer
     losses = builder.loss
     from .core import train
@@ -93,7 +103,9 @@ def train_main(argv=None):
           test_config=cfg.test_config, precision=args.precision,
           amp_level=args.amp_level, profiler_options=args.profiler_options,
           to_static_training=cfg.to_static_training,
-          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop')
+          on_nonfinite_loss=cfg.dic.get('on_nonfinite_loss') or 'stop',
+          on_first_checkpoint=None if record is None else
+          (lambda: write_record(record, args.save_dir)))
 
 
 def val_main(argv=None):
@@ -115,14 +127,13 @@ def val_main(argv=None):
     args = p.parse_args(argv)
     _check_counts(args, {'num_workers': 0, 'batch_size': 1})
 
-    from paddleseg.utils import utils
     from .core.evaluate import evaluate
     _check_model_path(args.model_path, '--model_path')
     cfg = load_config(args.cfg, opts=args.opts)
     setup_runtime(args.device)
     builder = _builder(cfg, args.cfg)
     model = builder.model
-    utils.load_entire_model(model, args.model_path)
+    load_trained(model, args.model_path)   # every parameter, or one line: not a random head
     val_dataset = check_target_labels(builder.val_dataset)
     test_config = dict(cfg.test_config)
     test_config.update(aug_eval=args.aug_eval, scales=args.scales,
@@ -133,13 +144,8 @@ def val_main(argv=None):
     result = evaluate(model, val_dataset, batch_size=args.batch_size, num_workers=args.num_workers,
                       **test_config)
     if args.save_json:
-        import json
-        from .utils.io import atomic_write_text
-        miou, acc, class_iou, class_precision, kappa = result
-        atomic_write_text(args.save_json, json.dumps({
-            'miou': float(miou), 'acc': float(acc), 'kappa': float(kappa),
-            'class_iou': [float(v) for v in class_iou],
-            'class_precision': [float(v) for v in class_precision]}, indent=1))
+        from .utils.metrics_json import write_segmentation_metrics
+        write_segmentation_metrics(args.save_json, result)   # NaN: null and its reason
     return result
 
 
@@ -180,11 +186,13 @@ def predict_main(argv=None):
                 data['img'] = image.astype('float32')
             return super().__call__(data)
 
-    predict(builder.model, model_path=args.model_path,
-            transforms=_Reading(builder.val_transforms), image_list=image_list,
-            image_dir=image_dir, save_dir=args.save_dir, aug_pred=args.aug_pred,
-            scales=args.scales, flip_horizontal=args.flip_horizontal,
-            flip_vertical=args.flip_vertical)
+    model = builder.model   # built (its own pretrained loaded by shape) before the strict load
+    with strict_model_path(args.model_path):   # PaddleSeg's predict loads it: every parameter
+        predict(model, model_path=args.model_path,
+                transforms=_Reading(builder.val_transforms), image_list=image_list,
+                image_dir=image_dir, save_dir=args.save_dir, aug_pred=args.aug_pred,
+                scales=args.scales, flip_horizontal=args.flip_horizontal,
+                flip_vertical=args.flip_vertical)
 
 
 def export_main(argv=None):
@@ -268,7 +276,7 @@ def eval_labels_main(argv=None):
         print(f"bad label files left out: {len(result['bad_labels'])}, first: "
               f"{next(iter(result['bad_labels'].values()))}")
     if args.save_json:
-        from .utils.io import atomic_write_text
-        atomic_write_text(args.save_json, json.dumps(
-            dict(result, per_class_iou={str(k): v for k, v in result['per_class_iou'].items()}), indent=1))
+        from .utils.metrics_json import write_metrics_json
+        write_metrics_json(args.save_json, json.loads(json.dumps(
+            dict(result, per_class_iou={str(k): v for k, v in result['per_class_iou'].items()}))))
     return result

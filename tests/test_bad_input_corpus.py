@@ -1,25 +1,33 @@
 """The bad-input corpus (issue 14, F4 and friends; issue 20: label values,
 non-finite losses, weights that fit nothing, classes the classifiers cannot
 know, target masks, YAML flow values in --opts, PaddleSeg's consistency
-errors): each probe is a config, flag or data mistake given to a CLI; each
-must end with exit 2, exactly one ``error:`` line naming the key, flag or
-file, no traceback, and the output folder as it was. Cases whose rule is to
-go on (a skipped label, a 0/255 warning, bad labels counted, a huge image)
-are tests of their own below the probes.
+errors; issue 25: earlier runs in save_dir, concurrent runs, weights of
+another model in evaluation, prediction and export, unreadable checkpoints,
+config keys under the wrong parent): each probe is a config, flag or data
+mistake given to a CLI; each must end with exit 2, exactly one ``error:``
+line naming the key, flag or file, no traceback, and the output folder
+exactly as it was (every file and byte). Cases whose rule is to go on and
+say so (0/255 masks in a three-class task, classes no mask holds, a NaN
+kappa, PMM labels of one's own classes, a skipped label, bad labels counted,
+a huge image) are tests of their own below the probes; the first of those
+run in the probes' processes (:data:`GO_ON`).
 
-Every CLI imports Paddle (~8 s), so the probes of one tool run in one
-subprocess (:data:`DRIVER`), each through the tool's own ``run(main, argv)``
-(all that ``tools/<tool>.py`` does) with its own captured output;
-:func:`test_driver_matches_the_scripts` checks that the scripts themselves
-give the same lines.
+Every CLI imports Paddle (~8 s), so the probes of a few tools run in one
+subprocess (:data:`DRIVER`, :data:`GROUP`), each through the tool's own
+``run(main, argv)`` (all that ``tools/<tool>.py`` does) with its own captured
+output, under :data:`TIMEOUT`; :func:`test_driver_matches_the_scripts` checks
+that the scripts themselves give the same lines.
 """
 import glob
+import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -32,16 +40,20 @@ MAINS = {'train': ('paddle_pssl.tools_impl', 'train_main', 'tools/train.py'),
          'convert': ('paddle_pssl.classifiers.convert', 'convert_main', 'tools/convert_cls_to_seg.py'),
          'generate': ('paddle_pssl.tools_impl', 'generate_main', 'tools/generate_pssl.py'),
          'train_cls': ('paddle_pssl.classification', 'train_cls_main', 'tools/train_cls.py'),
-         'benchmark': ('paddle_pssl.benchmark.cli', 'benchmark_main', 'tools/benchmark_pssl.py')}
-# Runs [(id, argv)] of one tool from a JSON file; writes {id: [exit code, output]}.
+         'benchmark': ('paddle_pssl.benchmark.cli', 'benchmark_main', 'tools/benchmark_pssl.py'),
+         'predict': ('paddle_pssl.tools_impl', 'predict_main', 'tools/predict.py'),
+         'export': ('paddle_pssl.tools_impl', 'export_main', 'tools/export.py')}
+# the subprocess a tool's probes run in (default: its own)
+GROUP = {'predict': 'val', 'export': 'val', 'convert': 'val'}
+# Runs [(id, module, main, argv)] from a JSON file; writes {id: [exit code, output]}.
 DRIVER = r'''
 import contextlib, importlib, io, json, sys, traceback
 import paddle_pssl
 from paddle_pssl.utils.cli import run
-module, name, probes, out = sys.argv[1:5]
-main = getattr(importlib.import_module(module), name)
+probes, out = sys.argv[1:3]
 results = {}
-for pid, argv in json.load(open(probes)):
+for pid, module, name, argv in json.load(open(probes)):
+    main = getattr(importlib.import_module(module), name)
     buf = io.StringIO()
     code = 0
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
@@ -109,13 +121,18 @@ def _weights(tmp, target_cfg):
     from paddle_pssl.config.paddleseg import seg_builder
     paddle.save(build_classifier('ResNet18_vd', weights='random', num_classes=3).model.state_dict(),
                 str(tmp / 'cls.pdparams'))
-    paddle.save(seg_builder(load_config(target_cfg)).model.state_dict(), str(tmp / 'target_model.pdparams'))
+    state = seg_builder(load_config(target_cfg)).model.state_dict()
+    paddle.save(state, str(tmp / 'target_model.pdparams'))
+    # the same model answering class 0 everywhere (a NaN kappa on masks of class 0 alone)
+    state['head.decoder.conv.weight'] = paddle.zeros_like(state['head.decoder.conv.weight'])
+    state['head.decoder.conv.bias'] = paddle.to_tensor([10.0, 0.0, 0.0])
+    paddle.save(state, str(tmp / 'class0_model.pdparams'))
     other = tmp / 'other' / 'iter_5'
     other.mkdir(parents=True)
     paddle.save({'backbone.conv1_1._conv.weight': paddle.zeros([16, 3, 3, 3])}, str(other / 'model.pdparams'))
     paddle.save({}, str(other / 'model.pdopt'))
     return {'cls_weights': str(tmp / 'cls.pdparams'), 'target_weights': str(tmp / 'target_model.pdparams'),
-            'other_ckpt': str(other)}
+            'class0_weights': str(tmp / 'class0_model.pdparams'), 'other_ckpt': str(other)}
 
 
 def _own_classes(toy_pssl, tmp):
@@ -126,6 +143,43 @@ def _own_classes(toy_pssl, tmp):
         (root / name).mkdir(parents=True)
         shutil.copy(image, root / name / os.path.basename(image))
     return str(root)
+
+
+def _runs(tmp, train_cfg, target_cfg, target_root, cls_weights):
+    """Issue 25's files: a pre-training model (the wrong one to evaluate),
+    checkpoint folders whose newest model file is truncated (tools/train.py
+    and tools/train_cls.py), an M&M config and a DeepLabV3+ EfficientNet-Lite0
+    config of the target set."""
+    import paddle
+    from paddle_pssl.config import load_config, load_yaml
+    from paddle_pssl.config.paddleseg import seg_builder
+    from paddle_pssl.utils.safe_load import safe_load
+    pretrain = tmp / 'pretrain_model.pdparams'
+    paddle.save(seg_builder(load_config(train_cfg)).model.state_dict(), str(pretrain))
+
+    def truncated(root, params, state=None):
+        for n in (1, 2):
+            folder = root / f'iter_{n}'
+            folder.mkdir(parents=True)
+            paddle.save(params, str(folder / 'model.pdparams'))
+            paddle.save({}, str(folder / 'model.pdopt'))
+            if state is not None:
+                (folder / 'state.json').write_text(json.dumps(state))
+        newest = root / 'iter_2' / 'model.pdparams'
+        newest.write_bytes(newest.read_bytes()[:100])   # a kill mid-copy, a full disk
+        return str(root / 'iter_2')
+    data_keys = lambda mode: {'dataset_root': target_root, f'{mode}_path': f'{target_root}/{mode}.txt',
+                              'num_classes': 3}
+    lite = load_yaml(os.path.join(REPO, 'configs', '_base_', 'models', 'deeplabv3p_efficientnet_lite0.yml'))
+    return {'pretrain_weights': str(pretrain),
+            'truncated_ckpt': truncated(tmp / 'ckpt_truncated', safe_load(str(pretrain))),
+            'truncated_cls_ckpt': truncated(tmp / 'cls_ckpt_truncated', safe_load(cls_weights), {}),
+            'mm': _write(tmp / 'mm.yml', {
+                '_base_': os.path.join(REPO, 'configs', 'mm_tuning', 'deeplabv3p_resnet18_vd_benchmark.yml'),
+                'model': {'num_classes': 3}, 'train_dataset': data_keys('train'),
+                'val_dataset': data_keys('val')}),
+            'lite0': _write(tmp / 'lite0.yml', {
+                '_base_': target_cfg, 'model': dict(lite['model'], num_classes=3, _inherited_=False)})}
 
 
 @pytest.fixture(scope='module')
@@ -156,10 +210,11 @@ def data(toy_pssl, toy_target, tmp_path_factory):
                           'num_classes': 3},
         'val_dataset': {'dataset_root': target_root, 'val_path': f'{target_root}/val.txt',
                         'num_classes': 3}})
+    weights = _weights(tmp, target)
     return dict({'tmp': tmp, 'train': train, 'generator': generator, 'synsets_twice': str(twice),
                  'classifier': classifier, 'store': _bad_store(toy_pssl, tmp), 'target': target,
                  'target_root': target_root, 'own': _own_classes(toy_pssl, tmp)},
-                **_weights(tmp, target))
+                **weights, **_runs(tmp, train, target, target_root, weights['cls_weights']))
 
 
 def _store_probe(kind):
@@ -181,6 +236,29 @@ def _gen_yml(data, name, out, **changes):
             node = node.setdefault(part, {})
         node[last] = value
     return ['-c', _write(data['tmp'] / f'{name}.yml', dic)]
+
+
+def _earlier_run(folder, *names):
+    """Files an earlier run left in ``folder``: checkpoint folders (with both
+    model files) and plain files."""
+    for name in names:
+        if name.startswith('iter_'):
+            os.makedirs(os.path.join(folder, name))
+            for part in ('model.pdparams', 'model.pdopt'):
+                with open(os.path.join(folder, name, part), 'w') as f:
+                    f.write(f'{name} of an earlier run\n')
+        else:
+            with open(os.path.join(folder, name), 'w') as f:
+                f.write('an earlier run\n')
+    return folder
+
+
+def _live_lock(folder):
+    """The lock of a run in progress on this host: pid 1 is alive and older than the lock."""
+    with open(os.path.join(folder, '.run.lock'), 'w') as f:
+        json.dump({'pid': 1, 'host': socket.gethostname(), 'started': 'just now',
+                   'started_at': time.time()}, f)
+    return folder
 
 
 # (id, tool, argv(data, out folder), what the error line must contain)
@@ -315,8 +393,104 @@ PROBES = [
      'loss.types and loss.coef give 2 loss(es), the model returns 1 output(s)'),
     ('dataset_field_missing', 'train', lambda d, o: ['-c', d['target'], '-o', 'train_dataset.train_path=null'],
      'train_dataset.train_path: required by Dataset (mode train), not given'),
+    # issue 25: a fresh run never deletes an earlier one (train.py, its M&M stage, train_cls.py)
+    ('earlier_run', 'train', lambda d, o: ['-c', d['target']] if _earlier_run(o, 'iter_2', 'iter_4') else [],
+     'holds an earlier run (iter_2, iter_4); to continue it pass --resume_model {o}/iter_4, to keep it '
+     'choose another --save_dir, to delete it pass --overwrite'),
+    ('mm_earlier_run', 'train', lambda d, o: ['-c', d['mm']] if _earlier_run(o, 'iter_3', 'best_model') else [],
+     'holds an earlier run (iter_3, best_model); to continue it pass --resume_model {o}/iter_3'),
+    ('cls_earlier_run', 'train_cls',
+     lambda d, o: ['-c', d['classifier'], '--save_dir', _earlier_run(o, 'model.pdparams', 'train_cls.json')],
+     'holds an earlier run (model.pdparams, train_cls.json); to keep it choose another --save_dir, '
+     'to delete it pass --overwrite'),
+    ('resume_into_another_run', 'train',
+     lambda d, o: ['-c', d['target'], '--resume_model', d['other_ckpt']] if _earlier_run(o, 'iter_2') else [],
+     'holds another run (iter_2) than the one --resume_model'),
+    # issue 25: one run per save_dir
+    ('concurrent_run', 'train', lambda d, o: ['-c', d['target']] if _live_lock(o) else [],
+     '.run.lock: another run is writing to this save_dir: pid 1 on '),
+    ('mm_concurrent_run', 'train', lambda d, o: ['-c', d['mm']] if _live_lock(o) else [],
+     '.run.lock: another run is writing to this save_dir: pid 1 on '),
+    ('cls_concurrent_run', 'train_cls', lambda d, o: ['-c', d['classifier'], '--save_dir', _live_lock(o)],
+     '.run.lock: another run is writing to this save_dir: pid 1 on '),
+    # issue 25: evaluation, prediction and export take the trained model, every parameter of it
+    ('val_pretraining_checkpoint', 'val', lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights']],
+     'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
+     '[1001, 256, 1, 1] in the file, [3, 256, 1, 1] in the model; 198 of 200 parameters fit'),
+    ('predict_pretraining_checkpoint', 'predict',
+     lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights'], '--image_path',
+                   os.path.join(d['target_root'], 'images'), '--save_dir', o],
+     'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
+     '[1001, 256, 1, 1] in the file'),
+    ('export_pretraining_checkpoint', 'export',
+     lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights'], '--save_dir', o],
+     'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
+     '[1001, 256, 1, 1] in the file'),
+    ('val_other_backbone', 'val', lambda d, o: ['-c', d['lite0'], '--model_path', d['target_weights']],
+     'target_model.pdparams: --model_path does not fit DeepLabV3P: backbone._conv_stem.weight [32, 3, 3, 3] '
+     'is not in the file'),
+    # issue 25: an unreadable newest checkpoint names the newest whole one
+    ('resume_truncated', 'train', lambda d, o: ['-c', d['train'], '--resume_model', d['truncated_ckpt']],
+     'ckpt_truncated/iter_2/model.pdparams: not a readable Paddle weights file ('),
+    ('cls_resume_truncated', 'train_cls',
+     lambda d, o: ['-c', d['classifier'], '--save_dir', o, '--resume', d['truncated_cls_ckpt']],
+     'cls_ckpt_truncated/iter_2/model.pdparams: not a readable Paddle weights file ('),
+    # issue 25: a block under the wrong parent is refused with its place
+    ('transforms_under_loss', 'train', lambda d, o: _train_yml(d, 'tul', loss={'transforms': [
+        {'type': 'Resize', 'target_size': [48, 48]}, {'type': 'Normalize'}]}),
+     'loss.transforms: not a key of loss; did you mean train_dataset.transforms?'),
+    ('coef_under_model', 'train', lambda d, o: ['-c', d['train'], '-o', 'model.coef=[1]'],
+     'model.coef: unknown argument of DeepLabV3P; did you mean loss.coef?'),
+    ('transforms_top_level', 'train', lambda d, o: _train_yml(d, 'ttl', transforms=[{'type': 'Normalize'}]),
+     "unknown top-level key 'transforms'; did you mean train_dataset.transforms?"),
+    ('test_config_key', 'val',
+     lambda d, o: ['-c', _write(d['tmp'] / 'tc.yml', {'_base_': d['target'], 'test_config': {'num_classes': 3}}),
+                   '--model_path', d['target_weights']],
+     'test_config.num_classes: not a key of test_config; did you mean train_dataset.num_classes?'),
+    ('generator_misplaced_key', 'generate', lambda d, o: _gen_yml(d, 'gm', o, **{'source.batch_size': 2}),
+     "unknown key 'source.batch_size'; did you mean output.batch_size?"),
+    ('cls_misplaced_key', 'train_cls',
+     lambda d, o: ['-c', d['classifier'], '--save_dir', o, '-o', 'train_dataset.lr=0.1'],
+     "unknown key 'train_dataset.lr'; did you mean optimizer.lr?"),
 ]
 PROBE_IDS = [p[0] for p in PROBES]
+
+
+def _masks_0_255(data):
+    """The target set with its masks saved as 0/255, three classes."""
+    from PIL import Image
+    root = data['tmp'] / 'masks_0_255'
+    if not root.exists():
+        shutil.copytree(data['target_root'], root)
+        for path in glob.glob(str(root / 'labels' / '*.png')):
+            label = np.asarray(Image.open(path))
+            Image.fromarray(((label > 0) * 255).astype(np.uint8)).save(path)
+    return _write(data['tmp'] / 'masks_0_255.yml', {
+        '_base_': data['target'],
+        'train_dataset': {'dataset_root': str(root), 'train_path': str(root / 'train.txt')},
+        'val_dataset': {'dataset_root': str(root), 'val_path': str(root / 'val.txt')}})
+
+
+def _four_classes(data):
+    """num_classes 4 (the example's) on masks holding 0..2."""
+    return ['-c', data['target'], '-o', 'model.num_classes=4', 'train_dataset.num_classes=4',
+            'val_dataset.num_classes=4']
+
+
+# Cases whose rule is to go on and say so, run in the probes' processes:
+# (id, tool, argv(data, out folder)); their tests are below the probes'.
+GO_ON = [
+    ('masks_0_255_train', 'train', lambda d, o: ['-c', _masks_0_255(d), '--do_eval']),
+    ('masks_0_255_val', 'val', lambda d, o: ['-c', _masks_0_255(d), '--model_path', d['class0_weights'],
+                                             '--save_json', os.path.join(o, 'metrics.json')]),
+    ('classes_no_mask_holds', 'train', lambda d, o: _four_classes(d) + ['--do_eval', '--log_iters', '1']),
+    ('pmm_own_classes', 'generate', lambda d, o: ['-c', _write(d['tmp'] / 'pmm_own.yml', {
+        '_base_': os.path.join(REPO, 'configs', 'recipes', 'pseudo_labels_pmm.yml'),
+        'source': {'image_root': d['own']},
+        'classifiers': [{'name': 'ResNet18_vd', 'weights': d['cls_weights'], 'num_classes': 3,
+                         'input_size': 64, 'output_stride': 32}],
+        'output': {'pssl_root': os.path.join(o, 'labels_pmm')}}), '--no_progress']),
+]
 
 
 def _out_folder(data, pid):
@@ -326,23 +500,39 @@ def _out_folder(data, pid):
     return str(out)
 
 
+def _snapshot(folder):
+    """{path under ``folder``: sha256 of its bytes, or '/' for a folder}."""
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            found[os.path.relpath(os.path.join(root, name), folder)] = '/'
+        for name in files:
+            with open(os.path.join(root, name), 'rb') as f:
+                found[os.path.relpath(os.path.join(root, name), folder)] = \
+                    hashlib.sha256(f.read()).hexdigest()
+    return found
+
+
 @pytest.fixture(scope='module')
 def results(data):
-    """{probe id: (exit code, output)}, one subprocess per tool."""
-    by_tool = {}
-    for pid, tool, argv, _ in PROBES:
-        args = argv(data, _out_folder(data, pid))
+    """{probe id: (exit code, output)}, one subprocess per group of tools;
+    ``data['before']``: each probe's output folder as the probe found it."""
+    by_group, data['before'] = {}, {}
+    for pid, tool, argv in [p[:3] for p in PROBES] + GO_ON:
+        out = _out_folder(data, pid)
+        args = argv(data, out)
         if tool == 'train':
-            args += ['--save_dir', str(data['tmp'] / 'out' / pid)]
-        by_tool.setdefault(tool, []).append((pid, args))
+            args += ['--save_dir', out]
+        data['before'][pid] = _snapshot(out)
+        module, name, _ = MAINS[tool]
+        by_group.setdefault(GROUP.get(tool, tool), []).append((pid, module, name, args))
     env = dict(os.environ, PYTHONPATH=REPO)
     env.pop('PSSL_DEBUG', None)
     procs = []
-    for tool, probes in by_tool.items():
-        module, name, _ = MAINS[tool]
-        listing, out = data['tmp'] / f'{tool}.json', data['tmp'] / f'{tool}.out.json'
+    for group, probes in by_group.items():
+        listing, out = data['tmp'] / f'{group}.json', data['tmp'] / f'{group}.out.json'
         listing.write_text(json.dumps(probes))
-        procs.append((subprocess.Popen([sys.executable, '-c', DRIVER, module, name, str(listing), str(out)],
+        procs.append((subprocess.Popen([sys.executable, '-c', DRIVER, str(listing), str(out)],
                                        env=env, cwd=str(data['tmp']), stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True), out))
     found = {}
@@ -364,10 +554,10 @@ def _one_error(code, output):
 @pytest.mark.parametrize('pid, tool, argv, needle', PROBES, ids=PROBE_IDS)
 def test_probe_is_one_line_exit_2_and_nothing_lost(results, data, pid, tool, argv, needle):
     error = _one_error(*results[pid])
-    assert needle in error, error
-    assert '\n' not in error and len(error) < 600, error   # no config dump
     out = data['tmp'] / 'out' / pid
-    assert sorted(os.listdir(out)) == ['keep.txt']
+    assert needle.replace('{o}', str(out)) in error, error
+    assert '\n' not in error and len(error) < 600, error   # no config dump
+    assert _snapshot(out) == data['before'][pid]           # every file and byte as it was
     assert (out / 'keep.txt').read_text() == SENTINEL
 
 
@@ -440,23 +630,72 @@ def test_skip_mode_skips_and_counts_a_bad_label(data, tmp_path):
     assert 'iter: 2/2' in out
 
 
-def test_binary_masks_of_0_and_255_warn_once_naming_a_file(data, tmp_path):
-    from PIL import Image
-    root = tmp_path / 'binary'
-    shutil.copytree(data['target_root'], root)
-    for path in glob.glob(str(root / 'labels' / '*.png')):
-        label = np.asarray(Image.open(path))
-        Image.fromarray(((label > 0) * 255).astype(np.uint8)).save(path)
-    cfg = _write(tmp_path / 'binary.yml', {'_base_': data['target'], 'model': {'num_classes': 2},
-                                           'train_dataset': {'dataset_root': str(root), 'num_classes': 2,
-                                                             'train_path': str(root / 'train.txt')},
-                                           'val_dataset': {'dataset_root': str(root), 'num_classes': 2,
-                                                           'val_path': str(root / 'val.txt')}})
-    code, out = _cli('train', '-c', cfg, '--save_dir', str(tmp_path / 'out'))
-    assert code == 0 and 'Traceback' not in out, out[-3000:]
-    warned = [line for line in out.splitlines() if '255 is the ignore index' in line]
+def _went_on(results, pid):
+    code, output = results[pid]
+    assert code == 0 and 'Traceback' not in output and 'error:' not in output, output[-3000:]
+    return output
+
+
+def _lines(output, needle):
+    return [line for line in output.splitlines() if needle in line]
+
+
+def test_masks_of_0_and_255_warn_once_in_any_task(results, data):
+    """Three classes (0, 1, 2) saved as 0/255: train and val go on, each
+    saying it once, naming a file."""
+    for pid in ('masks_0_255_train', 'masks_0_255_val'):
+        warned = _lines(_went_on(results, pid), '255 is the ignore index')
+        assert len(warned) == 1, (pid, warned)
+        assert f"{data['tmp']}/masks_0_255/labels/" in warned[0] and 'hold only 0 and 255' in warned[0]
+        assert "save each pixel's class id (0-2)" in warned[0]
+
+
+def test_a_nan_kappa_is_null_with_its_reason_in_valid_json(results, data):
+    """Such masks give PaddleSeg's Kappa nan; the metrics file holds null, the
+    reason beside it, parses as strict JSON, and the log says so."""
+    output = _went_on(results, 'masks_0_255_val')
+    assert 'Kappa: nan' in output      # PaddleSeg's own log line
+    text = (data['tmp'] / 'out' / 'masks_0_255_val' / 'metrics.json').read_text()
+
+    def no_constants(name):
+        raise AssertionError(f'{name} in a metrics file')
+    metrics = json.loads(text, parse_constant=no_constants)
+    assert metrics['kappa'] is None and metrics['acc'] == 1.0
+    assert 'chance is 1' in metrics['null_reasons']['kappa']
+    said = _lines(output, 'metrics.json: kappa is undefined (')
+    assert len(said) == 1 and said[0].endswith('written as null'), said
+
+
+def test_classes_no_mask_holds_are_named_before_training(results):
+    """num_classes 4 on masks of 0..2: one line names class 3, before the
+    first iteration; training goes on."""
+    output = _went_on(results, 'classes_no_mask_holds')
+    warned = _lines(output, 'occurs in no ')
     assert len(warned) == 1, warned
-    assert f'{root}/labels/' in warned[0] and 'save masks as 0/1' in warned[0]
+    assert ('class id 3 of num_classes 4 occurs in no training or validation mask (6 read): mIoU '
+            'averages over it as IoU 0; if the task has 3 classes, set num_classes: 3') in warned[0]
+    assert output.index(warned[0]) < output.index('[TRAIN] epoch')
+
+
+def test_pmm_labels_of_ones_own_classes(results, data):
+    """configs/recipes/pseudo_labels_pmm.yml labels a folder of one's own
+    classes (configs/pmm/ needs ImageNet's wnids)."""
+    output = _went_on(results, 'pmm_own_classes')
+    assert 'written 3, already there 0, skipped 0' in output, output[-2000:]
+    root = data['tmp'] / 'out' / 'pmm_own_classes' / 'labels_pmm'
+    settings = json.loads((root / 'fingerprint.json').read_text())['settings']
+    assert settings['consensus']['postprocess'] == 'pmm'
+    from paddle_pssl.pseudo_labels import store
+    labels, names = store.list_labels(str(root))
+    assert names == ['cat', 'coffee', 'rocket'] and len(labels) == 3
+
+
+def test_lite0_says_what_it_loaded(results):
+    """The EfficientNet-Lite0 backbone names the ImageNet weights it loaded
+    (here in the log of a probe that builds it)."""
+    code, output = results['val_other_backbone']
+    assert _lines(output, 'EfficientNetLite0: 240/240 ImageNet parameters from ')
+    assert _lines(output, 'efficientnet-lite0-57934424.pth')
 
 
 def test_bad_labels_are_counted_by_eval_and_the_inspector(data, toy_pssl, tmp_path, capsys):

@@ -136,7 +136,7 @@ def test_an_incomplete_resume_checkpoint_names_the_newest_complete_one(resumed):
     error = _one_error(resumed['incomplete'])
     save_dir = resumed['save_dir']
     assert error.startswith(f"error: {save_dir / 'iter_4'}: incomplete checkpoint (model.pdopt missing)")
-    assert error.endswith(f"newest complete one beside it: {save_dir / 'iter_3'}"), error
+    assert error.endswith(f"newest whole checkpoint beside it: {save_dir / 'iter_3'}"), error
 
 
 def test_keep_checkpoint_max_holds_across_a_resume(resumed):

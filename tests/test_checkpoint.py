@@ -192,22 +192,47 @@ def test_weights_that_do_not_fit_name_the_first_parameter_with_both_shapes(tmp_p
         require_pretrained_fit('f.pdparams', {'x': paddle.zeros([2])}, model)
 
 
-def test_a_fresh_run_removes_an_earlier_runs_checkpoints_and_says_so(tmp_path, capsys):
+def test_a_fresh_loop_refuses_an_earlier_runs_checkpoints_and_deletes_nothing(tmp_path):
+    """A training loop called without a claim on its save_dir (the library
+    used directly): an earlier run is refused in one line, not removed."""
     earlier = Checkpoints(str(tmp_path), keep=0)
     for n in (100, 200):
         earlier.save(n, _params(n), _opt(n))
-    os.makedirs(tmp_path / 'iter_300')            # an incomplete one goes too
-    os.makedirs(tmp_path / 'best_model')
-    (tmp_path / 'train.log').write_text('kept')   # files of other tools stay
+    os.makedirs(tmp_path / 'iter_300')            # incomplete: not offered to resume
     fresh = Checkpoints(str(tmp_path), keep=2)
-    removed = fresh.remove_earlier_run('--resume_model', model_dirs=True)
-    assert removed == ['iter_100', 'iter_200', 'iter_300', 'best_model']
-    assert sorted(os.listdir(tmp_path)) == ['train.log']
-    line = [x for x in capsys.readouterr().out.splitlines() if 'earlier run' in x]
-    assert len(line) == 1 and 'removed 4 checkpoint folder(s)' in line[0] and '--resume_model' in line[0]
-    fresh.save(2, _params(2), _opt(2))
-    assert newest_complete(str(tmp_path)) == str(tmp_path / 'iter_2')
-    # without model_dirs (the classifier loop) best_model folders stay
-    os.makedirs(tmp_path / 'best_model')
-    assert Checkpoints(str(tmp_path)).remove_earlier_run('--resume') == ['iter_2']
-    assert sorted(os.listdir(tmp_path)) == ['best_model', 'train.log']
+    with pytest.raises(PSSLError) as refused:
+        fresh.refuse_earlier_run('--resume_model', model_dirs=True)
+    assert str(refused.value) == (
+        f'{tmp_path}: holds an earlier run (iter_100, iter_200, iter_300); to continue it pass '
+        f'--resume_model {tmp_path}/iter_200, to keep it choose another --save_dir, to delete it '
+        'pass --overwrite')
+    assert sorted(os.listdir(tmp_path)) == ['iter_100', 'iter_200', 'iter_300']
+    # best_model counts for PaddleSeg's loop (model_dirs), not for the classifier loop
+    other = tmp_path / 'other'
+    os.makedirs(other / 'best_model')
+    Checkpoints(str(other)).refuse_earlier_run('--resume')
+    with pytest.raises(PSSLError, match='holds an earlier run \\(best_model\\)'):
+        Checkpoints(str(other)).refuse_earlier_run('--resume_model', model_dirs=True)
+
+
+def test_an_unreadable_checkpoint_names_the_newest_whole_one_beside_it(tmp_path):
+    """A truncated file in the newest checkpoint: the line names the file and
+    the newest checkpoint beside it whose files read (not the broken one)."""
+    from paddle_pssl.utils.checkpoint import newest_whole
+    ckpts = Checkpoints(str(tmp_path), keep=0)
+    for n in (1, 2, 3):
+        ckpts.save(n, _params(n), _opt(n))
+    for n in (2, 3):    # two broken ones: the newest whole is iter_1
+        path = tmp_path / f'iter_{n}' / 'model.pdparams'
+        path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(PSSLError) as broken:
+        read_checkpoint(str(tmp_path / 'iter_3'), flag='--resume_model')
+    message = str(broken.value)
+    assert message.startswith(f'{tmp_path}/iter_3/model.pdparams: not a readable Paddle weights file')
+    assert message.endswith(f'; cannot --resume_model from it; newest whole checkpoint beside it: '
+                            f'{tmp_path}/iter_1')
+    assert newest_whole(str(tmp_path)) == str(tmp_path / 'iter_1')
+    # an incomplete one names a whole one too, never itself
+    os.remove(tmp_path / 'iter_1' / 'model.pdopt')
+    with pytest.raises(PSSLError, match='model.pdopt missing.*; no whole checkpoint beside it$'):
+        require_complete(str(tmp_path / 'iter_1'))

@@ -100,9 +100,9 @@ def test_default_generator_config_end_to_end_on_real_photos(tmp_path):
     mean cut by Otsu) labels the two real masked photos through the CLI, with the
     settings recorded, and scores near the front's measurement (0.684 label mIoU)."""
     import json
-    from paddle_pssl.datasets.real_photos import make_real_masked_set
+    from paddle_pssl.datasets.real_photos import FIRST_TWO, make_real_masked_set
     from paddle_pssl.pseudo_labels.evaluate import evaluate_store
-    data = make_real_masked_set(str(tmp_path / 'set'))
+    data = make_real_masked_set(str(tmp_path / 'set'), FIRST_TWO)
     out = str(tmp_path / 'labels')
     r = _run_tool('generate_pssl.py', '-c', os.path.join(REPO, 'configs', 'pseudo_labels',
                                                           'imagenet_efficientnet_lite.yml'),

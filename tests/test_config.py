@@ -130,6 +130,7 @@ OLD_GENERATOR = {
     'explainers_engine': 'inference',   # new in issue 13 (the fast engine by default)
     'consensus': {'method': 'mean', 'renormalize': 'none', 'threshold': 'mean', 'value': 1.0,
                   'member_threshold': None, 'member_value': None, 'weights': None,
+                  'cut_bias': 0.0, 'per_classifier': False, 'quorum': 0.5,   # new in issue 26
                   'postprocess': 'none',
                   'pmm': {'normalize': 'threshold', 't': 0.05, 'a': 0.3, 'smooth': True,
                           'crf': dataclasses.asdict(DenseCRFParams())}},
@@ -142,7 +143,9 @@ OLD_CLASSIFIER = {
               'output_stride': 32},   # new in issue 13 (finer CAMs)
     'train_dataset': {'image_root': 'output/benchmark/data/source/imagenet',
                       'file_list': None, 'synsets': None, 'val_fraction': 0.1,
-                      'store_size': None, 'on_bad_image': 'skip'},
+                      'on_bad_image': 'skip',
+                      # issue 26: read per batch (store_size, the in-memory copy's side, is gone)
+                      'num_workers': 2, 'use_shared_memory': True},
     'batch_size': 32, 'iters': 100, 'epochs': None,
     'optimizer': {'type': 'momentum', 'lr': 0.05, 'momentum': 0.9, 'nesterov': False,
                   'weight_decay': 1e-4, 'decay': 'cosine', 'end_lr': 0.0,

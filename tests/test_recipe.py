@@ -182,6 +182,16 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
         assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 1}
     run('inspect', 'inspect_pssl.py', '--pssl_root', 'output/recipe/labels', '--num', '6')
     assert (out / 'labels' / 'inspect' / 'contact_sheet.png').stat().st_size > 1000
+    # 3b. the PMM variant of the labels for the same classes (2 images: the CRF is the slow part)
+    tiny_pmm = tmp_path / 'pseudo_labels_pmm_tiny.yml'
+    tiny_pmm.write_text(open(labels_cfg).read().replace('pseudo_labels.yml', 'pseudo_labels_pmm.yml'))
+    said = run('labels_pmm', 'generate_pssl.py', '-c', str(tiny_pmm), '--no_progress', '--max_images', '2',
+               '--opts', 'output.batch_size=2')
+    assert 'written 2' in said, said[-2000:]
+    pmm_labels, pmm_names = store.list_labels(str(out / 'labels_pmm'))
+    assert pmm_names == CLASSES and len(pmm_labels) == 2
+    assert json.loads((out / 'labels_pmm' / 'fingerprint.json').read_text())['settings'][
+        'consensus']['postprocess'] == 'pmm'
 
     # 4. PSSL pre-training of DeepLabV3+-Lite0 from the classifier, 3 classes + background
     said = run('pretrain', 'train.py', '-c', _config('pretrain.yml'), '--save_dir', 'output/recipe/pretrain',
@@ -208,6 +218,8 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
     cmp_dir = out / 'compare'
     logs = {arm: (cmp_dir / 'logs' / f'{arm}_seed0.log').read_text() for arm in arms}
     assert 'There are 240/240 variables loaded into EfficientNetLiteBackbone' in logs['finetune_classifier_backbone']
+    assert re.search(r'EfficientNetLite0: 240/240 ImageNet parameters from \S+efficientnet-lite0-\w+\.pth',
+                     logs['finetune_imagenet_lite0']), logs['finetune_imagenet_lite0'][-3000:]
     assert 'kept the random init of the pre-training output layer (head.decoder.conv.bias, ' \
            'head.decoder.conv.weight' in logs['finetune_pssl']
     loaded, total = map(int, re.search(r'There are (\d+)/(\d+) variables loaded into DeepLabV3P',
@@ -280,15 +292,22 @@ def test_resnet18_vd_variant_end_to_end_on_a_tiny_set(tmp_path):
     said = run('labels', 'generate_pssl.py', '-c', labels_cfg, '--no_progress')
     assert 'written 18' in said and store.list_labels(str(out / 'labels'))[1] == CLASSES
 
-    # 4. PSSL pre-training; a checkpoint an earlier run left in save_dir is cleared, and said so
+    # 4. PSSL pre-training. An earlier run's checkpoint in save_dir is refused
+    # in one line, kept, and deleted only with --overwrite, which says so.
     stale = out / 'pretrain' / 'iter_999'
     stale.mkdir(parents=True)
     (stale / 'model.pdparams').write_bytes(b'earlier run')
-    said = run('pretrain', 'train.py', '-c', _config('resnet18_vd/pretrain.yml'), '--save_dir',
-               'output/recipe_resnet18_vd/pretrain', '--iters', '3', '--batch_size', '4', '--seed', '0',
-               '--log_iters', '1', '--opts', PRETRAIN_CROP)
+    pretrain = ['-c', _config('resnet18_vd/pretrain.yml'), '--save_dir', 'output/recipe_resnet18_vd/pretrain',
+                '--iters', '3', '--batch_size', '4', '--seed', '0', '--log_iters', '1', '--opts', PRETRAIN_CROP]
+    refused = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'train.py'), *pretrain],
+                             cwd=str(tmp_path), env=run.env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and (stale / 'model.pdparams').read_bytes() == b'earlier run'
+    assert refused.stderr.strip().splitlines()[-1] == (
+        'error: output/recipe_resnet18_vd/pretrain: holds an earlier run (iter_999); to keep it choose another '
+        '--save_dir, to delete it pass --overwrite')
+    said = run('pretrain', 'train.py', *pretrain, '--overwrite')
     assert 'iter_3' in os.listdir(out / 'pretrain') and not stale.exists()
-    assert 'removed 1 checkpoint folder(s) of an earlier run (iter_999)' in said
+    assert 'output/recipe_resnet18_vd/pretrain: --overwrite: deleted the earlier run (iter_999)' in said
     assert json.loads((out / 'pretrain' / 'label_space.json').read_text())['num_classes'] == 4
 
     # 5. fine-tuning from it, and its baseline; each evaluated by tools/val.py

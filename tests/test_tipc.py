@@ -126,9 +126,13 @@ def test_exported_model_predicts_what_the_dynamic_model_predicts(lite_run, tmp_p
                 expected = model(paddle.to_tensor(x))[0].argmax(axis=1).numpy()
             np.testing.assert_array_equal(predictor.run(x), expected)
 
-    # output_op none: the logits themselves
+    # output_op none: the logits themselves; an export: block names deploy.yaml's transforms
     cfg = load_config(str(root / FINETUNE_YML))
+    given = [{'type': 'Normalize', 'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}]
+    cfg.dic['export'] = {'transforms': given}
     export_model(cfg, checkpoint, str(tmp_path / 'logits'), output_op='none')
+    import yaml
+    assert yaml.safe_load((tmp_path / 'logits' / 'deploy.yaml').read_text())['Deploy']['transforms'] == given
     exact = Predictor(str(tmp_path / 'logits'), ir_optim=False)
     fused = Predictor(str(tmp_path / 'logits'))   # the default: conv+bn fused, sums reordered
     for path in images:

@@ -15,6 +15,7 @@ import paddle
 
 from paddle_pssl.classification import (RESULT_FILE, evaluate_accuracy, load_classification_set,
                                         split_train_val, train_classifier)
+from paddle_pssl.classification.dataset import train_batches
 from paddle_pssl.classification.train import compute_losses, train_cls_main
 from paddle_pssl.classifiers import build_classifier
 from paddle_pssl.config import validate
@@ -33,6 +34,11 @@ def toy_cls(tmp_path_factory):
                              image_size=(SIZE, SIZE), seed=0)
 
 
+def read_rgb_stack(paths):
+    import cv2
+    return np.stack([cv2.imread(p)[:, :, ::-1] for p in paths])   # toy images are SIZE x SIZE
+
+
 def make_cfg(toy, **over):
     cfg = {'seed': 0, 'model': {'name': ARCH, 'input_size': SIZE},
            'train_dataset': {'image_root': toy['imagenet_root'], 'val_fraction': 0.2},
@@ -45,6 +51,7 @@ def make_cfg(toy, **over):
     return cfg
 
 
+WORKERS = {'num_workers': 2, 'use_shared_memory': True}
 HFPL = {'gap': 0.8, 'gap_loss': 'bce', 'importance_sampling': 0.2, 'feature_similarity': 1.0}
 
 
@@ -62,8 +69,8 @@ def test_tiny_run_writes_weights_build_classifier_loads(toy_cls, tmp_path):
     data = load_classification_set(toy_cls['imagenet_root'], SIZE)
     state = paddle.load(result['weights'])
     assert set(state) == set(clf.model.state_dict())
-    _, val = split_train_val(data.labels, 0.2, 0)
-    assert evaluate_accuracy(clf, data.images[val], data.labels[val]) == result['val_acc']
+    val = data.subset(split_train_val(data.labels, 0.2, 0)[1])
+    assert evaluate_accuracy(clf, [(read_rgb_stack(val.paths), val.labels)]) == result['val_acc']
     # model.weights initialises another run by shape: a 5-class head stays random
     from paddle_pssl.classification.train import _build_model
     five = _build_model(validate('classifier', make_cfg(toy_cls, model={'weights': result['weights']})),
@@ -94,7 +101,7 @@ def test_loss_falls_on_a_fixed_batch(toy_cls, tmp_path):
 
 def test_hfpl_terms_are_finite_and_change_the_gradient(toy_cls):
     data = load_classification_set(toy_cls['imagenet_root'], SIZE)
-    batch, labels = data.images[::3], data.labels[::3]
+    batch, labels = read_rgb_stack(data.paths[::3]), data.labels[::3]
     base = validate('classifier', {})['loss']
 
     def grads(**loss):
@@ -136,6 +143,15 @@ def test_same_seed_same_first_losses(toy_cls, tmp_path):
     again = train_classifier(cfg, str(tmp_path / 'b'))['history']
     other = train_classifier(dict(cfg, seed=1), str(tmp_path / 'c'))['history']
     assert [r['loss'] for r in first] == [r['loss'] for r in again]
+    # and the same weights, with the default readers or none
+    alone = make_cfg(toy_cls, iters=2, loss={'importance_sampling': 0.2},
+                     train_dataset={'num_workers': 0})
+    assert [r['loss'] for r in train_classifier(alone, str(tmp_path / 'w0'))['history']] \
+        == [r['loss'] for r in first]
+    for run in ('b', 'w0'):
+        mine, theirs = (paddle.load(str(tmp_path / d / 'model.pdparams')) for d in ('a', run))
+        for key in mine:
+            np.testing.assert_array_equal(mine[key].numpy(), theirs[key].numpy())
     assert first[0]['loss'] != other[0]['loss']
     # fixed ParamAttr names (ShuffleNetV2): a second run in the same process still builds
     cfg['model'] = {'name': 'ShuffleNetV2_x0_25', 'input_size': SIZE}
@@ -195,11 +211,35 @@ def test_unreadable_image_is_skipped_or_named(tmp_path):
         for i in range(2):
             cv2.imwrite(str(tmp_path / 'train' / name / f'{i}.png'), np.full((20, 30, 3), i * 90, np.uint8))
     (tmp_path / 'train' / 'b' / 'broken.jpg').write_bytes(b'not a jpeg')
-    data = load_classification_set(str(tmp_path), 16)
-    assert data.images.shape == (4, 16, 16, 3) and data.skipped == ['train/b/broken.jpg']
+    data = load_classification_set(str(tmp_path), 16, loader_cfg=WORKERS)
+    assert len(data) == 4 and data.skipped == ['train/b/broken.jpg']
     assert data.class_names == ['a', 'b'] and list(data.labels) == [0, 0, 1, 1]
     with pytest.raises(PSSLError, match='broken.jpg: cannot decode image'):
-        load_classification_set(str(tmp_path), 16, on_bad_image='raise')
+        load_classification_set(str(tmp_path), 16, on_bad_image='raise', loader_cfg=WORKERS)
+    # an image gone after the check stops the run where its batch arrives, naming it
+    os.remove(tmp_path / 'train' / 'a' / '1.png')
+    batches = train_batches(data, 4, 0, 0, 3, AUGMENT, WORKERS)
+    with pytest.raises(PSSLError, match=r'train/a/1\.png: image file not found'):
+        list(batches)
+
+
+AUGMENT = {'out_size': 16, 'flip': True, 'scale': (0.35, 1.0), 'ratio': (0.75, 4 / 3)}
+
+
+def test_batches_are_the_same_for_any_worker_count_and_after_resume(toy_cls):
+    data = load_classification_set(toy_cls['imagenet_root'], SIZE)
+    aug = dict(AUGMENT, out_size=48)
+    alone = list(train_batches(data, 5, 3, 0, 6, aug, {'num_workers': 0, 'use_shared_memory': False}))
+    workers = list(train_batches(data, 5, 3, 0, 6, aug, WORKERS))
+    resumed = list(train_batches(data, 5, 3, 4, 6, aug, WORKERS))
+    assert len(alone) == len(workers) == 6 and len(resumed) == 2
+    for a, b in zip(alone, workers[:4] + resumed):
+        assert a['image'].shape == (5, 48, 48, 3) and a['image'].dtype == np.uint8
+        for key in ('image', 'label', 'index'):
+            np.testing.assert_array_equal(a[key], b[key])
+    assert list(alone[0]['label']) == [data.labels[i] for i in alone[0]['index']]
+    # 6 batches of 5 cover the 18 images with fresh crops: no two crops alike
+    assert len({b['image'][j].tobytes() for b in alone for j in range(5)}) == 30
 
 
 def test_cli_flags_and_one_line_error(toy_cls, tmp_path):

@@ -1,28 +1,44 @@
-"""A small classification set held in memory, and seeded batch sampling.
+"""A classification set on disk, read per batch in DataLoader workers.
 
-The benchmark sets are a few hundred images: decoding JPEGs every step would
-cost more than the forward pass on 2 CPU cores, so every image is decoded
-once, stretched to ``store_size`` x ``store_size`` and kept as uint8 RGB.
-Batches are a pure function of (seed, iteration): a resumed run sees exactly
-the batches (order, crops, flips) an uninterrupted one would.
+Only the file list (paths and class ids) stays in memory. Each sample is read,
+decoded, cropped, flipped and resized in ``paddle.io.DataLoader`` workers
+(``num_workers``; 0 reads in the main process), so a run's resident memory
+does not grow with the number of images.
+
+Batches are a pure function of (seed, iteration): the batch sampler names,
+for every sample, its running number in the run and its image; the crop
+and flip of that sample come from a generator seeded by (seed, running
+number). A resumed run sees exactly the batches an uninterrupted one would,
+whatever the worker count.
+
+A reader that fails hands its error over in the batch (``SAMPLE_ERROR``, as
+:mod:`paddle_pssl.datasets.pssl` does): an exception inside a Paddle
+DataLoader reader can leave the main process waiting forever.
 """
+import random
 from dataclasses import dataclass, field
+from functools import partial
 from typing import List
 
 import cv2
 import numpy as np
 
+import paddle
+
 from ..datasets.classification_set import list_source
+from ..datasets.pssl import SAMPLE_ERROR, hand_off_exception, raise_handed_off
 from ..utils.errors import PSSLError
 from ..utils.io import read_image_any
 
 __all__ = ['ClassificationSet', 'load_classification_set', 'split_train_val',
-           'batch_indices', 'augment_batch', 'iteration_rng']
+           'batch_indices', 'augment_image', 'iteration_rng', 'train_batches', 'eval_batches']
+
+EVAL_BATCH = 64
 
 
 @dataclass
 class ClassificationSet:
-    images: np.ndarray        # uint8 [N, S, S, 3] RGB
+    paths: List[str]
     labels: np.ndarray        # int64 [N]
     rel_paths: List[str]
     class_names: List[str]
@@ -33,17 +49,112 @@ class ClassificationSet:
 
     def subset(self, index):
         index = np.asarray(index, dtype=np.int64)
-        return ClassificationSet(self.images[index], self.labels[index],
+        return ClassificationSet([self.paths[i] for i in index], self.labels[index],
                                  [self.rel_paths[i] for i in index], self.class_names)
 
 
-def load_classification_set(image_root, store_size, file_list=None, synsets=None,
-                            key='train_dataset', on_bad_image='skip'):
-    """Decode a class-per-folder set (or a file list + synsets) into memory.
+def read_rgb(path, read_size):
+    """uint8 RGB; photos much larger than ``read_size`` are decoded reduced."""
+    bgr, _ = read_image_any(path, min_size=1, reduce_to=read_size)
+    return bgr[:, :, ::-1]
 
-    Images are stretched (not cropped) to ``store_size`` square, INTER_AREA.
+
+def stretch(image, size):
+    """Stretch (not crop) to ``size`` x ``size``, as the label generator does."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return np.ascontiguousarray(image)
+    interp = cv2.INTER_AREA if min(image.shape[:2]) >= size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
+
+
+class _Images(paddle.io.Dataset):
+    """The samples of a :class:`ClassificationSet` for a DataLoader.
+
+    ``train``: the key is (running number, image index), the sample is the
+    augmented image at ``out_size``; ``eval``: the key is the image index, the
+    image is stretched to ``out_size``; ``check``: only whether it reads.
+    """
+
+    def __init__(self, data, mode, out_size, seed=0, augment=None):
+        self.data, self.mode, self.out_size = data, mode, int(out_size)
+        self.seed, self.augment = int(seed), augment or {}
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, key):
+        number, index = key if self.mode == 'train' else (None, key)
+        image = None
+        try:
+            rgb = read_rgb(self.data.paths[index], self.out_size)
+            if self.mode == 'train':
+                image = augment_image(rgb, self.out_size, iteration_rng(self.seed, number, 1),
+                                      **self.augment)
+            elif self.mode == 'eval':
+                image = stretch(rgb, self.out_size)
+            error = ''
+        except Exception as e:  # noqa: BLE001  (raised again in the main process)
+            error = hand_off_exception(e)
+        sample = {'label': self.data.labels[index], 'index': np.int64(index), SAMPLE_ERROR: error}
+        if self.mode != 'check':
+            sample['image'] = (image if image is not None else
+                               np.zeros((self.out_size, self.out_size, 3), np.uint8))
+        return sample
+
+
+def _seed_worker(seed, worker_id):
+    # Nothing here draws from the global generators (each sample has its own),
+    # but a library that does then differs per worker and repeats per run.
+    # No cv2.setNumThreads here: in a forked reader it can wait forever on the
+    # parent's OpenCV thread pool (seen in the test suite).
+    state = int(np.random.SeedSequence([int(seed), int(worker_id), 5]).generate_state(1)[0])
+    np.random.seed(state)
+    random.seed(state)
+    cv2.setRNGSeed(state & 0x7fffffff)
+
+
+def _loader(dataset, batch_sampler, loader_cfg, seed):
+    workers = int(loader_cfg['num_workers'])
+    return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                                use_shared_memory=bool(loader_cfg['use_shared_memory']),
+                                worker_init_fn=partial(_seed_worker, seed) if workers else None,
+                                return_list=True)
+
+
+def _numpy(batch):
+    for error in batch[SAMPLE_ERROR]:
+        raise_handed_off(error)
+    return {k: v.numpy() if isinstance(v, paddle.Tensor) else np.asarray(v)
+            for k, v in batch.items() if k != SAMPLE_ERROR}
+
+
+class _Plan:
+    """A batch sampler that makes batch ``i`` (a list of keys) when asked:
+    the keys of a long run would not grow the memory either."""
+
+    def __init__(self, count, make):
+        self.count, self.make = count, make
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return (self.make(i) for i in range(self.count))
+
+
+def _in_order(num_items, batch_size):
+    return _Plan(-(-num_items // batch_size),
+                 lambda b: list(range(b * batch_size, min((b + 1) * batch_size, num_items))))
+
+
+def load_classification_set(image_root, read_size, file_list=None, synsets=None,
+                            key='train_dataset', on_bad_image='skip', loader_cfg=None):
+    """List a class-per-folder set (or a file list + synsets) and check that
+    every image reads (decoded once in the loader's workers, nothing kept).
+
     An unreadable image is left out and listed in ``skipped``
     (``on_bad_image='skip'``) or stops the run with its name ('raise').
+    ``loader_cfg``: ``num_workers`` and ``use_shared_memory``.
     """
     if on_bad_image not in ('skip', 'raise'):
         raise PSSLError(f"{key}.on_bad_image must be 'skip' or 'raise', got {on_bad_image!r}")
@@ -52,25 +163,53 @@ def load_classification_set(image_root, store_size, file_list=None, synsets=None
         raise PSSLError(f'{image_root}: no images found ({key}.image_root)')
     if len(class_names) < 2:
         raise PSSLError(f'{image_root}: {len(class_names)} class; classification needs >= 2')
-    images = np.empty((len(items), store_size, store_size, 3), np.uint8)
-    kept, skipped = [], []
-    for item in items:
-        try:
-            bgr, _ = read_image_any(item.image_path, min_size=1)
-        except PSSLError:
-            if on_bad_image == 'raise':
-                raise
-            skipped.append(item.rel)
-            continue
-        interp = cv2.INTER_AREA if min(bgr.shape[:2]) >= store_size else cv2.INTER_LINEAR
-        images[len(kept)] = cv2.resize(bgr, (store_size, store_size),
-                                       interpolation=interp)[:, :, ::-1]
-        kept.append(item)
-    if not kept:
+    listed = ClassificationSet([it.image_path for it in items],
+                               np.array([it.class_id for it in items], np.int64),
+                               [it.rel for it in items], list(class_names))
+    loader_cfg = loader_cfg or {'num_workers': 0, 'use_shared_memory': False}
+    check = _Images(listed, 'check', read_size)
+    bad = []
+    for batch in _loader(check, _in_order(len(listed), EVAL_BATCH), loader_cfg, 0):
+        for index, error in zip(batch['index'].numpy(), batch[SAMPLE_ERROR]):
+            if not error:
+                continue
+            try:
+                raise_handed_off(error)
+            except PSSLError:
+                if on_bad_image == 'raise':
+                    raise
+                bad.append(int(index))
+    if len(bad) == len(listed):
         raise PSSLError(f'{image_root}: none of the {len(items)} images could be read')
-    labels = np.array([it.class_id for it in kept], np.int64)
-    return ClassificationSet(images[:len(kept)], labels, [it.rel for it in kept],
-                             list(class_names), skipped)
+    kept = np.setdiff1d(np.arange(len(listed)), np.array(bad, np.int64))
+    data = listed.subset(kept)
+    data.skipped = [listed.rel_paths[i] for i in bad]
+    return data
+
+
+def train_batches(data, batch_size, seed, start, iters, augment, loader_cfg):
+    """Yield ``{'image': uint8 [B, S, S, 3] RGB, 'label', 'index'}`` for
+    iterations ``start``..``iters - 1``; ``augment``: ``out_size``, ``flip``,
+    ``scale``, ``ratio`` (see :func:`augment_image`)."""
+    augment = dict(augment)
+    out_size = augment.pop('out_size')
+    def keys(b):
+        it = start + b
+        return [(it * batch_size + j, int(i))
+                for j, i in enumerate(batch_indices(len(data), batch_size, it, seed))]
+
+    plan = _Plan(iters - start, keys)
+    dataset = _Images(data, 'train', out_size, seed, augment)
+    for batch in _loader(dataset, plan, loader_cfg, seed):
+        yield _numpy(batch)
+
+
+def eval_batches(data, size, loader_cfg, batch_size=EVAL_BATCH):
+    """Yield ``(uint8 [B, size, size, 3] RGB stretched, labels)`` in order."""
+    dataset = _Images(data, 'eval', size)
+    for batch in _loader(dataset, _in_order(len(data), batch_size), loader_cfg, 0):
+        batch = _numpy(batch)
+        yield batch['image'], batch['label']
 
 
 def split_train_val(labels, val_fraction, seed):
@@ -112,36 +251,31 @@ def batch_indices(num_items, batch_size, iteration, seed):
     return out
 
 
-def augment_batch(images, out_size, rng, flip=True, scale=(1.0, 1.0),
-                  ratio=(3 / 4, 4 / 3)):
-    """Random resized crop (area fraction in ``scale``, aspect in ``ratio``)
-    and horizontal flip; uint8 [B, S, S, 3] -> uint8 [B, out, out, 3]."""
-    batch = images.shape[0]
-    out = np.empty((batch, out_size, out_size, 3), np.uint8)
-    crop = tuple(scale) != (1.0, 1.0)
-    for b in range(batch):
-        image = images[b]
-        if crop:
-            image = _random_resized_crop(image, rng, scale, ratio)
-        if image.shape[0] != out_size or image.shape[1] != out_size:
-            image = cv2.resize(image, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
-        if flip and rng.random() < 0.5:
-            image = image[:, ::-1]
-        out[b] = image
-    return out
+def augment_image(image, out_size, rng, flip=True, scale=(1.0, 1.0), ratio=(3 / 4, 4 / 3)):
+    """Random resized crop and horizontal flip of one uint8 image -> uint8
+    [out, out, 3]. The box is drawn on the image as if stretched to a square
+    (area fraction in ``scale``, aspect in ``ratio``), the frame the label
+    generator sees; the crop is then resized from the decoded pixels."""
+    if tuple(scale) != (1.0, 1.0):
+        image = _random_resized_crop(image, rng, scale, ratio)
+    image = stretch(image, out_size)
+    if flip and rng.random() < 0.5:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image)
 
 
 def _random_resized_crop(image, rng, scale, ratio):
-    size = image.shape[0]
-    area = size * size
+    height, width = image.shape[:2]
     log_ratio = np.log(ratio)
     for _ in range(10):
-        target = area * rng.uniform(scale[0], scale[1])
+        area = rng.uniform(scale[0], scale[1])
         aspect = np.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-        w = int(round(np.sqrt(target * aspect)))
-        h = int(round(np.sqrt(target / aspect)))
-        if 0 < w <= size and 0 < h <= size:
-            top = int(rng.integers(0, size - h + 1))
-            left = int(rng.integers(0, size - w + 1))
-            return image[top:top + h, left:left + w]
+        w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)   # fractions of the sides
+        if w <= 1 and h <= 1:
+            top, left = rng.uniform(0, 1 - h), rng.uniform(0, 1 - w)
+            y0 = min(int(round(top * height)), height - 1)
+            x0 = min(int(round(left * width)), width - 1)
+            y1 = max(y0 + 1, min(height, int(round((top + h) * height))))
+            x1 = max(x0 + 1, min(width, int(round((left + w) * width))))
+            return image[y0:y1, x0:x1]
     return image  # no valid box: the whole image, as torchvision falls back to

@@ -20,8 +20,8 @@ from ..utils.checkpoint import PARAMS, Checkpoints, read_checkpoint, require_com
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save, atomic_write_text, json_default
 from ..utils.nonfinite import NonFiniteLoss
-from .dataset import augment_batch, batch_indices, iteration_rng, load_classification_set, \
-    split_train_val
+from .dataset import eval_batches, iteration_rng, load_classification_set, split_train_val, \
+    train_batches
 
 __all__ = ['ModelFns', 'run_training', 'uses_cam', 'RESULT_FILE', 'log', 'write_json']
 
@@ -47,14 +47,6 @@ def log(message):
 
 def write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=1, default=json_default))
-
-
-def _at_input_size(images, size):
-    if images.shape[1] == size:
-        return images
-    import cv2
-    return np.stack([cv2.resize(im, (size, size), interpolation=cv2.INTER_AREA)
-                     for im in images]) if len(images) else images[:, :size, :size]
 
 
 def _iteration_seed(seed, iteration):
@@ -105,20 +97,24 @@ def run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path):
     if resume:
         run.resume_from(resume)
     else:
-        checkpoints.remove_earlier_run('--resume')
+        checkpoints.refuse_earlier_run('--resume')
     writer = None
     if use_vdl:
         from visualdl import LogWriter
         writer = LogWriter(logdir=save_dir)
     run.announce()
     t_start = time.time()
-    for it in range(run.start, run.iters):
-        record = run.step(it)
-        if record is not None:   # None: a batch skipped for a non-finite loss
-            run.report(it, record, writer, t_start)
-        if cfg['save_interval'] and (it + 1) % int(cfg['save_interval']) == 0:
-            checkpoints.save(it + 1, run.model.state_dict(), run.optimizer.state_dict(),
-                             run.state_at(it + 1))
+    batches = run.batches()
+    try:
+        for it in range(run.start, run.iters):
+            record = run.step(it, next(batches))
+            if record is not None:   # None: a batch skipped for a non-finite loss
+                run.report(it, record, writer, t_start)
+            if cfg['save_interval'] and (it + 1) % int(cfg['save_interval']) == 0:
+                checkpoints.save(it + 1, run.model.state_dict(), run.optimizer.state_dict(),
+                                 run.state_at(it + 1))
+    finally:
+        batches.close()   # stops the reader processes
     return run.finish(time.time() - t_start, writer, resume)
 
 
@@ -135,10 +131,11 @@ class _Training:
 
     def load_data(self):
         data_cfg = self.cfg['train_dataset']
+        self.loader_cfg = {k: data_cfg[k] for k in ('num_workers', 'use_shared_memory')}
         t_load = time.time()
         self.data = load_classification_set(
-            data_cfg['image_root'], int(data_cfg['store_size'] or self.input_size),
-            data_cfg['file_list'], data_cfg['synsets'], on_bad_image=data_cfg['on_bad_image'])
+            data_cfg['image_root'], self.input_size, data_cfg['file_list'], data_cfg['synsets'],
+            on_bad_image=data_cfg['on_bad_image'], loader_cfg=self.loader_cfg)
         if self.data.skipped:
             log(f'skipped {len(self.data.skipped)} unreadable images, e.g. {self.data.skipped[:3]}')
         train_index, val_index = split_train_val(self.data.labels,
@@ -185,9 +182,10 @@ class _Training:
 
     def announce(self):
         log(f"train {self.cfg['model']['name']} on {len(self.train_set)} images "
-            f'({len(self.val_set)} val, {self.num_classes} classes, loaded in '
+            f'({len(self.val_set)} val, {self.num_classes} classes, listed and checked in '
             f'{self.load_seconds:.1f} s), batch {self.batch_size}, iters '
-            f'{self.start + 1}..{self.iters}, save_dir {self.save_dir}')
+            f"{self.start + 1}..{self.iters}, {self.loader_cfg['num_workers']} reader "
+            f'processes, save_dir {self.save_dir}')
 
     def state_at(self, iteration):
         """What ``state.json`` of a checkpoint holds for resume."""
@@ -195,17 +193,23 @@ class _Training:
                 'class_names': self.data.class_names, 'history': self.history,
                 'val_history': self.val_history, 'config': self.cfg}
 
-    def step(self, it):
-        """One optimisation step on the batch of iteration ``it`` (0-based);
-        batch, crops and random draws depend only on (seed, it)."""
-        seed, aug, train_set = self.seed, self.cfg['augment'], self.train_set
-        index = batch_indices(len(train_set), self.batch_size, it, seed)
-        batch = augment_batch(train_set.images[index], self.input_size,
-                              iteration_rng(seed, it, 1), flip=bool(aug['flip']),
-                              scale=tuple(aug['random_resized_crop']), ratio=tuple(aug['ratio']))
-        labels_np = train_set.labels[index]
+    def batches(self):
+        """The batches of iterations ``start``..``iters - 1``, read by the
+        loader's workers (:func:`.dataset.train_batches`)."""
+        aug = self.cfg['augment']
+        return train_batches(self.train_set, self.batch_size, self.seed, self.start, self.iters,
+                             {'out_size': self.input_size, 'flip': bool(aug['flip']),
+                              'scale': tuple(aug['random_resized_crop']),
+                              'ratio': tuple(aug['ratio'])}, self.loader_cfg)
+
+    def step(self, it, batch):
+        """One optimisation step on ``batch``, the batch of iteration ``it``
+        (0-based); batch, crops and random draws depend only on (seed, it)."""
+        seed, train_set = self.seed, self.train_set
+        index, labels_np = batch['index'], batch['label']
         paddle.seed(_iteration_seed(seed, it))  # dropout etc.: same draws after resume
-        losses, logits = self.fns.compute_losses(self.clf, batch, labels_np, self.cfg['loss'],
+        losses, logits = self.fns.compute_losses(self.clf, batch['image'], labels_np,
+                                                 self.cfg['loss'],
                                                  self.num_classes, iteration_rng(seed, it, 2),
                                                  self.fs_loss)
         total = losses['loss']
@@ -251,8 +255,10 @@ class _Training:
             log(f'[EVAL] iter {it + 1} val acc {acc:.3f}')
 
     def _accuracy(self, subset):
-        return self.fns.evaluate_accuracy(self.clf, _at_input_size(subset.images, self.input_size),
-                                          subset.labels)
+        if not len(subset):
+            return None
+        return self.fns.evaluate_accuracy(
+            self.clf, eval_batches(subset, self.input_size, self.loader_cfg))
 
     def finish(self, train_seconds, writer, resume):
         """Final weights, val and train accuracy, ``train_cls.json``; -> the result."""

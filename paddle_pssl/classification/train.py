@@ -28,6 +28,7 @@ from ..losses.hfpl import (FeatureSimilarityLoss, cam_to_class_map,
                            importance_sampling_loss)
 from ..utils.errors import PSSLError, one_line
 from ..utils.safe_load import safe_load
+from ..utils.save_dir import CLASSIFIER_OUTPUTS, claim_save_dir
 from .loop import RESULT_FILE, ModelFns, run_training
 from .loop import log as _log
 
@@ -58,23 +59,22 @@ def normalise_batch(images_uint8, mean, std):
     return paddle.to_tensor(normalize_rgb(images_uint8, mean, std))
 
 
-def evaluate_accuracy(clf, images, labels, batch_size=64):
-    """Top-1 accuracy in eval mode, images uint8 [N, S, S, 3] at input size."""
-    if len(labels) == 0:
-        return None
+def evaluate_accuracy(clf, batches):
+    """Top-1 accuracy in eval mode over ``(images, labels)`` batches, images
+    uint8 [B, S, S, 3] RGB at input size; None when there are none."""
     was_training = clf.model.training
     clf.model.eval()
-    correct = 0
+    correct = total = 0
     try:
         with paddle.no_grad():
-            for start in range(0, len(labels), batch_size):
-                x = normalise_batch(images[start:start + batch_size], clf.mean, clf.std)
-                pred = clf.model(x).argmax(axis=1).numpy()
-                correct += int((pred == labels[start:start + batch_size]).sum())
+            for images, labels in batches:
+                pred = clf.model(normalise_batch(images, clf.mean, clf.std)).argmax(axis=1).numpy()
+                correct += int((pred == np.asarray(labels)).sum())
+                total += len(labels)
     finally:
         if was_training:
             clf.model.train()
-    return correct / len(labels)
+    return correct / total if total else None
 
 
 def make_fs_loss(loss_cfg):
@@ -182,7 +182,7 @@ def _load_by_shape(model, path, fc_layer):
 
 # ------------------------------------------------------------------- train
 def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
-                     config_path='<config>'):
+                     config_path='<config>', overwrite=False, break_lock=False):
     """Train as the module docstring describes; returns the result dict that
     is also written to ``<save_dir>/train_cls.json``:
     ``weights``, ``class_names``, ``num_classes``, ``iters``, ``train_acc_final``
@@ -190,7 +190,9 @@ def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
     ``train_acc_best`` (best such window), ``train_acc_eval`` (eval mode, whole
     train split), ``val_acc`` / ``val_acc_best`` (None without a val split),
     ``history`` (one entry per iteration), ``seconds``, ``iters_per_min``.
-    The loop itself is :func:`.loop.run_training`.
+    The loop itself is :func:`.loop.run_training`. ``save_dir`` is claimed
+    first (:func:`~paddle_pssl.utils.save_dir.claim_save_dir`: an earlier
+    run there is refused unless ``overwrite``; one run at a time).
     """
     cfg = validate('classifier', cfg, config_path)
     fns = ModelFns(_build_model, compute_losses, evaluate_accuracy, make_fs_loss)
@@ -198,7 +200,8 @@ def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
     # (the keys of model.pdopt) then do not depend on what the process built
     # before, so --resume matches them, and PaddleClas nets with fixed
     # ParamAttr names (ShuffleNetV2, MobileNetV2, GhostNet) train twice per process.
-    with paddle.utils.unique_name.guard():
+    with claim_save_dir(save_dir, resume, '--resume', overwrite, break_lock, CLASSIFIER_OUTPUTS,
+                        with_state=True), paddle.utils.unique_name.guard():
         return run_training(cfg, save_dir, fns, use_vdl, log_every, resume, config_path)
 
 
@@ -206,7 +209,7 @@ def train_classifier(cfg, save_dir, use_vdl=False, log_every=10, resume=None,
 def train_cls_main(argv=None):
     """``tools/train_cls.py``: parse flags, load the YAML, call :func:`train_classifier`."""
     from ..config import load_yaml
-    from ..utils.cli import ArgumentParser, add_config_args, setup_runtime
+    from ..utils.cli import ArgumentParser, add_config_args, add_save_dir_args, setup_runtime
 
     p = ArgumentParser('Train an image classifier (optionally with HFPL losses) '
                        'whose explanations become PSSL labels.')
@@ -216,11 +219,14 @@ def train_cls_main(argv=None):
     p.add_argument('--iters', type=int, default=None, help='overrides iters (and epochs)')
     p.add_argument('--batch_size', type=int, default=None)
     p.add_argument('--seed', type=int, default=None)
+    p.add_argument('--num_workers', type=int, default=None,
+                   help='reader processes (overrides train_dataset.num_workers)')
     p.add_argument('--resume', default=None, help='checkpoint directory, e.g. <save_dir>/iter_100')
     p.add_argument('--save_interval', type=int, default=None,
                    help='checkpoint every N iterations (overrides save_interval)')
     p.add_argument('--log_iters', type=int, default=10)
     p.add_argument('--use_vdl', action='store_true', help='log to VisualDL in save_dir')
+    add_save_dir_args(p)
     args = p.parse_args(argv)
 
     dic = load_yaml(args.cfg, args.opts)
@@ -229,9 +235,12 @@ def train_cls_main(argv=None):
     for key in ('batch_size', 'seed', 'save_interval'):
         if getattr(args, key) is not None:
             dic[key] = getattr(args, key)
+    if args.num_workers is not None:
+        dic.setdefault('train_dataset', {})['num_workers'] = args.num_workers
     merged = validate('classifier', dic, args.cfg)  # refuse bad keys before touching the device
     save_dir = args.save_dir or os.path.join(
         'output', 'classifiers', os.path.splitext(os.path.basename(args.cfg))[0])
     setup_runtime(args.device, merged['seed'])
     return train_classifier(dic, save_dir, use_vdl=args.use_vdl, log_every=args.log_iters,
-                            resume=args.resume, config_path=args.cfg)
+                            resume=args.resume, config_path=args.cfg, overwrite=args.overwrite,
+                            break_lock=args.break_lock)

@@ -69,20 +69,22 @@ def accepted_arguments(obj):
     return None if inner_var_kw else names | inner
 
 
-def _check_arguments(key_path, type_name, obj, node, path):
+def _check_arguments(key_path, type_name, obj, node, path, place=None):
     accepted = accepted_arguments(obj)
     if accepted is None:
         return
     for key in node:
         if key != 'type' and key not in accepted:
+            hint = place(key, key_path) if place is not None else ''
             raise PSSLError(f'{path}: {key_path}.{key}: unknown argument of {type_name}'
-                            f'{suggest(key, accepted)}')
+                            f'{hint or suggest(key, accepted)}')
 
 
-def check_components(dic, found, path):
+def check_components(dic, found, path, place=None):
     """Raise PSSLError for an unknown optimizer or lr_scheduler type, an
     unregistered ``type:`` elsewhere, or a key that the type's class does not
-    take. ``found``: the (key path, type) of every ``type:`` mapping."""
+    take. ``found``: the (key path, type) of every ``type:`` mapping;
+    ``place(key, key_path)``: where a refused key belongs (a hint, or '')."""
     optimizer = dic.get('optimizer')
     if isinstance(optimizer, dict) and 'type' in optimizer:
         name = _OPTIMIZER_ALIASES.get(optimizer['type'], optimizer['type'])
@@ -92,7 +94,7 @@ def check_components(dic, found, path):
             known = optimizer_names()
             raise PSSLError(f"{path}: optimizer.type {optimizer['type']!r} is not an optimizer"
                             f"{suggest(optimizer['type'], known)}; known: {', '.join(known)}")
-        _check_arguments('optimizer', name, manager.OPTIMIZERS[name], optimizer, path)
+        _check_arguments('optimizer', name, manager.OPTIMIZERS[name], optimizer, path, place)
     scheduler = dic.get('lr_scheduler')
     if isinstance(scheduler, dict) and 'type' in scheduler:
         known = lr_scheduler_names()
@@ -102,7 +104,7 @@ def check_components(dic, found, path):
                             f"{', '.join(known)}")
         import paddle.optimizer.lr as lr
         _check_arguments('lr_scheduler', scheduler['type'], getattr(lr, scheduler['type']),
-                         {k: v for k, v in scheduler.items() if k not in _WARMUP_KEYS}, path)
+                         {k: v for k, v in scheduler.items() if k not in _WARMUP_KEYS}, path, place)
     components = set()
     for m in COMPONENT_MANAGERS:
         components.update(m.components_dict)
@@ -115,7 +117,7 @@ def check_components(dic, found, path):
                             f'component{suggest(type_name, components)}')
         node = _node(dic, key_path)
         if isinstance(node, dict) and top != 'optimizer':
-            _check_arguments(key_path, type_name, _component(type_name), node, path)
+            _check_arguments(key_path, type_name, _component(type_name), node, path, place)
 
 
 def _node(dic, key_path):

@@ -14,14 +14,10 @@ from ..utils.fetch import note_url_key
 from .components import check_components, explain_build_error
 from .loader import apply_opts, load_yaml, suggest
 from .schemas import validate
+from .sections import KNOWN_TOP_LEVEL_KEYS, check_sections, placement
 from ..utils.nonfinite import ON_NONFINITE_LOSS
 from .spec import Choice, Int, build
 
-# Top-level keys that PaddleSeg 2.8 and this project read.
-KNOWN_TOP_LEVEL_KEYS = (
-    'batch_size', 'iters', 'train_dataset', 'val_dataset', 'optimizer',
-    'lr_scheduler', 'loss', 'distill_loss', 'model', 'test_config', 'export',
-    'to_static_training', 'seed', 'pseudo_labels', 'mm_tuning', 'on_nonfinite_loss')
 # Top-level keys whose type and range PaddleSeg leaves unchecked (or that
 # only this project reads: on_nonfinite_loss, see paddle_pssl/utils/nonfinite.py).
 TOP_LEVEL_FIELDS = {'iters': Int(min=1), 'batch_size': Int(min=1), 'seed': Int(),
@@ -68,18 +64,21 @@ def _walk_urls(node, key_path, found):
 
 
 def check_config_dict(dic, path):
-    """Raise PSSLError for unknown top-level keys, unregistered ``type:``
-    values (optimizer and lr_scheduler included), keys their classes do not
-    take (:mod:`.components`) and URLs other than ``...pretrained`` ones
+    """Raise PSSLError for unknown top-level keys, keys of the mappings
+    without a type that they do not take (:mod:`.sections`), unregistered
+    ``type:`` values (optimizer and lr_scheduler included), keys their
+    classes do not take (:mod:`.components`), each with the section a
+    misplaced key belongs to, and URLs other than ``...pretrained`` ones
     (those are fetched when the model is built, see
     :mod:`paddle_pssl.utils.fetch`)."""
     for key in dic:
         if key not in KNOWN_TOP_LEVEL_KEYS:
             raise PSSLError(f'{path}: unknown top-level key {key!r}'
-                            f'{suggest(key, KNOWN_TOP_LEVEL_KEYS)}')
+                            f"{placement(key, dic, '') or suggest(key, KNOWN_TOP_LEVEL_KEYS)}")
+    check_sections(dic, path)
     found = []
     _walk_types(dic, '', found)
-    check_components(dic, found, path)
+    check_components(dic, found, path, lambda key, here: placement(key, dic, here))
     urls = []
     _walk_urls(dic, '', urls)
     for key_path, url in urls:
@@ -129,9 +128,9 @@ def load_config(path, learning_rate=None, batch_size=None, iters=None, opts=None
     for key, spec in TOP_LEVEL_FIELDS.items():
         if cfg.dic.get(key) is not None:
             build(spec, cfg.dic[key], key, path)
+    check_config_dict(cfg.dic, path)   # a block under the wrong parent, before its schema's words
     if 'mm_tuning' in cfg.dic:
         validate('mm_tuning', cfg.dic['mm_tuning'], path, 'mm_tuning')
-    check_config_dict(cfg.dic, path)
     return cfg
 
 

@@ -91,6 +91,12 @@ GENERATOR = Block({
         'member_threshold': Choice(None, _cons.THRESHOLDS),
         'member_value': Num(None, min=0),
         'weights': Field(None, 'dict', doc='per explainer name, e.g. {cam: 1.0, lime: 0.5}; others weigh 1'),
+        # masks that err towards too little foreground (consensus.py): the cut
+        # raised towards the map's peak, and/or one cut per classifier + a vote
+        'cut_bias': Num(0.0, min=0, check=lambda v: 'must be < 1' if v >= 1 else None,
+                        doc="raise the cut this fraction of the way to the map's peak"),
+        'per_classifier': Bool(False, doc="cut each classifier's maps, then vote"),
+        'quorum': Num(0.5, above=0, max=1, doc='per_classifier: share of classifiers that must say object'),
         # 'pmm': the mask and confidence come from PMM's CoV smoothing +
         # proportional pseudo-mask (dense CRF) on the consensus map
         'postprocess': Choice('none', POSTPROCESS),
@@ -122,9 +128,12 @@ GENERATOR = Block({
 # train_dataset.image_root: <root>/train/<class>/* or <root>/<class>/*;
 #   file_list + synsets for a list of "<rel path> <class id>" lines. The class
 #   count is the number of class folders (or synsets). val_fraction:
-#   stratified, seeded hold-out. store_size (null = input_size): side of the
-#   in-memory copy crops are taken from. on_bad_image: an unreadable image is
-#   left out (listed in train_cls.json) or stops the run.
+#   stratified, seeded hold-out. on_bad_image: every image is decoded once
+#   before training; an unreadable one is left out (listed in train_cls.json)
+#   or stops the run. num_workers: DataLoader reader processes that read,
+#   decode, crop and resize each batch from disk (0: the main process); the
+#   batches are the same for any count. use_shared_memory: batches reach the
+#   trainer through /dev/shm (turn off where it is small, e.g. in containers).
 # iters, or epochs (when set, iters = ceil(epochs * train images / batch_size)).
 # optimizer: warmup_iters of linear warm-up, then 'decay' from lr to end_lr
 #   (power for poly).
@@ -169,7 +178,8 @@ CLASSIFIER = Block({
         'image_root': Str('output/benchmark/data/source/imagenet', required=True),
         'file_list': Str(None), 'synsets': Str(None),
         'val_fraction': Num(0.1, min=0, check=lambda v: 'must be < 1' if v >= 1 else None),
-        'store_size': Int(None, min=1), 'on_bad_image': Choice('skip', ON_BAD_IMAGE)}),
+        'on_bad_image': Choice('skip', ON_BAD_IMAGE),
+        'num_workers': Int(2, min=0), 'use_shared_memory': Bool(True)}),
     'batch_size': Int(32, min=1),
     'iters': Int(100, min=1),
     'epochs': Num(None, above=0),

@@ -1,6 +1,7 @@
 """The field-spec helper the schemas are declared with, and the one function
 that checks a config against a schema and fills in its defaults."""
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -147,23 +148,40 @@ def _fail(path, key, value, message):
 _MISSING = object()
 
 
-def build(spec, value, key, path):
+def _places(spec, key, name, here):
+    """Key paths of the blocks under ``spec`` (at ``key``) other than
+    ``here`` that take ``name``."""
+    if isinstance(spec, ListOf):
+        return _places(spec.entry, f'{key}[]', name, here)
+    if not isinstance(spec, Block):
+        return []
+    found = [f'{key}.{name}' if key else name] if name in spec.fields and key != here else []
+    for sub_name, sub in spec.fields.items():
+        found += _places(sub, f'{key}.{sub_name}' if key else sub_name, name, here)
+    return found
+
+
+def build(spec, value, key, path, root=None):
     """``value`` checked against ``spec`` and merged over its defaults; raises
-    PSSLError with one line ``<path>: <key> <value>: <what is allowed>``."""
+    PSSLError with one line ``<path>: <key> <value>: <what is allowed>``; a
+    key that another block of the schema takes is named with that block."""
+    root = root or (spec, key)
     if isinstance(spec, Block):
         if value is _MISSING or value is None:
-            return None if value is None and spec.nullable else build(spec, {}, key, path)
+            return None if value is None and spec.nullable else build(spec, {}, key, path, root)
         if not isinstance(value, dict):
             raise _fail(path, key or '<top level>', value, 'must be a mapping of keys')
         for name in value:
             if name not in spec.fields:
                 full = f'{key}.{name}' if key else str(name)
-                raise PSSLError(f"{path}: unknown key '{full}'{suggest(name, spec.fields)}")
+                places = _places(root[0], root[1], name, re.sub(r'\[\d+\]', '[]', key or ''))
+                hint = f'; did you mean {places[0]}?' if places else suggest(name, spec.fields)
+                raise PSSLError(f"{path}: unknown key '{full}'{hint}")
         out = {}
         for name, sub in spec.fields.items():
             if spec.fill or name in value or getattr(sub, 'required', False):
                 full = f'{key}.{name}' if key else name
-                out[name] = build(sub, value.get(name, _MISSING), full, path)
+                out[name] = build(sub, value.get(name, _MISSING), full, path, root)
         for rule in spec.rules:
             found = rule(out)
             if found:
@@ -176,7 +194,7 @@ def build(spec, value, key, path):
         if not isinstance(value, (list, tuple)) or len(value) < spec.min_len:
             raise _fail(path, key, value, f'must be a list of at least {spec.min_len} entr'
                         + ('y' if spec.min_len == 1 else 'ies') + ' (mappings)')
-        return [build(spec.entry, v, f'{key}[{i}]', path) for i, v in enumerate(value)]
+        return [build(spec.entry, v, f'{key}[{i}]', path, root) for i, v in enumerate(value)]
     if value is _MISSING:
         if spec.required and spec.default is None:
             raise _fail(path, key, _MISSING, 'is required')

@@ -38,17 +38,22 @@ def output_layer_names(builder, model):
             if name in other and list(other[name].shape) != list(value.shape)]
 
 
-def record_label_space(builder, model, train_dataset, save_dir):
-    """Write ``<save_dir>/label_space.json`` for a dataset in a compact or
-    objectness label space; nothing for others. -> the record or None."""
+def label_space_record(builder, model, train_dataset):
+    """The record of a dataset in a compact or objectness label space; None
+    for others."""
     space = getattr(train_dataset, 'label_space', None)
     if space is None or space.name == 'upstream':
         return None
-    record = dict(space.as_dict(), classes=list(getattr(train_dataset, 'class_names', [])),
-                  output_layer=output_layer_names(builder, model))
+    return dict(space.as_dict(), classes=list(getattr(train_dataset, 'class_names', [])),
+                output_layer=output_layer_names(builder, model))
+
+
+def write_record(record, save_dir):
+    """Write ``<save_dir>/label_space.json``. The loop calls this with its
+    first checkpoint, so a run that stops before saving leaves the folder as
+    it was."""
     os.makedirs(save_dir, exist_ok=True)
     atomic_write_text(os.path.join(save_dir, RECORD), json.dumps(record, indent=1))
-    return record
 
 
 def read_record(weights_path):

@@ -43,11 +43,11 @@ import paddle
 
 from ..datasets.pssl import SAMPLE_FILE, raise_sample_error
 from .evaluate import checked_evaluation
-from ..utils.checkpoint import Checkpoints, checkpoint_iteration, require_fit, require_complete
+from ..utils.checkpoint import Checkpoints, checkpoint_iteration, read_checkpoint, require_fit
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_paddle_save
 from ..utils.nonfinite import NonFiniteLoss
-from ..utils.safe_load import SafeLoadPaddle, safe_load
+from ..utils.safe_load import SafeLoadPaddle
 
 # ``paddleseg.core.train`` the attribute is the function; we need the module.
 seg_train_module = importlib.import_module('paddleseg.core.train')
@@ -161,9 +161,10 @@ class _LoopPaddle(SafeLoadPaddle):
     a unit through ``checkpoints`` (None on ranks that save nothing) once
     every file of ``unit`` is written, and writes any other file atomically."""
 
-    def __init__(self, checkpoints, unit):
+    def __init__(self, checkpoints, unit, on_first_commit=None):
         super().__init__()
         self._checkpoints, self._unit, self._staging = checkpoints, unit, None
+        self._on_first_commit = on_first_commit
 
     def save(self, obj, path, *args, **kwargs):
         iteration = None
@@ -187,6 +188,9 @@ class _LoopPaddle(SafeLoadPaddle):
         if all(staging.has(name) for name in self._unit):
             self._staging = None
             staging.commit()
+            if self._on_first_commit is not None:
+                first, self._on_first_commit = self._on_first_commit, None
+                first()
 
     def abort(self):
         """Drop a checkpoint whose files did not all arrive."""
@@ -195,9 +199,11 @@ class _LoopPaddle(SafeLoadPaddle):
             self._staging = None
 
 
-def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
+def train(model, train_dataset, on_nonfinite_loss='stop', on_first_checkpoint=None, **kwargs):
     """Same arguments as ``paddleseg.core.train``, plus ``on_nonfinite_loss``
-    ('stop' or 'skip', see :mod:`paddle_pssl.utils.nonfinite`)."""
+    ('stop' or 'skip', see :mod:`paddle_pssl.utils.nonfinite`) and
+    ``on_first_checkpoint``, called once after the run's first checkpoint is
+    committed (files that describe the run, written only once it saved)."""
     batch_size = kwargs.get('batch_size', 2)
     nranks = paddle.distributed.ParallelEnv().nranks
     if len(train_dataset) < batch_size * nranks:
@@ -212,18 +218,18 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     if kwargs.get('resume_model') is not None:
         # the loop reads N from the folder name and both files
         resume = kwargs['resume_model']
-        require_complete(resume, flag='--resume_model', need_name=True)
+        # both files read here: a truncated one is named with the newest whole checkpoint
+        ckpt = read_checkpoint(resume, flag='--resume_model', need_name=True)
         # PaddleSeg's resume would warn about a model that does not fit, then
         # fail in the optimizer's state with an AssertionError
-        params = os.path.join(resume, 'model.pdparams')
-        require_fit(params, safe_load(params), model, '--resume_model')
+        require_fit(os.path.join(resume, 'model.pdparams'), ckpt.params, model, '--resume_model')
         start_iter = checkpoint_iteration(resume)
     checkpoints = None
     if paddle.distributed.ParallelEnv().local_rank == 0:  # the rank the loop saves on
         checkpoints = Checkpoints(kwargs.get('save_dir', 'output'),
                                   keep=kwargs.get('keep_checkpoint_max', 5))
         if kwargs.get('resume_model') is None:
-            checkpoints.remove_earlier_run('--resume_model', model_dirs=True)
+            checkpoints.refuse_earlier_run('--resume_model', model_dirs=True)
     unit = ('model.pdparams', 'model.pdopt') + (
         ('ema_model.pdparams',) if kwargs.get('use_ema') else ())
     # 0 turns the loop's own pruning off (``len > keep > 0``); the helper prunes
@@ -231,7 +237,7 @@ def train(model, train_dataset, on_nonfinite_loss='stop', **kwargs):
     attached = attach_pixel_weight_hook(model)
     nonfinite = NonFiniteLoss(on_nonfinite_loss, kwargs.get('save_dir', 'output'))
     unchecked = check_batches(model, train_dataset, kwargs.get('optimizer'), nonfinite, start_iter)
-    loop_paddle = _LoopPaddle(checkpoints, unit)
+    loop_paddle = _LoopPaddle(checkpoints, unit, on_first_checkpoint)
     seg_train_module.paddle = loop_paddle
     try:
         with checked_evaluation(kwargs.get('val_dataset')):

@@ -156,8 +156,7 @@ class WeightedPSSLDataset(paddle.io.Dataset):
             error, loaded = '', self._loaded
         except Exception as e:  # noqa: BLE001  (re-raised by raise_sample_error)
             data = self._stand_in(idx)
-            error = (f'{_PSSL}{e}' if isinstance(e, PSSLError) else
-                     f'{_OTHER}{traceback.format_exc()}')
+            error = hand_off_exception(e)
             loaded = self.file_list[idx][1]
         data[SAMPLE_ERROR] = error
         data[SAMPLE_FILE] = loaded
@@ -204,13 +203,26 @@ def hand_off_error(error):
     return f'{_PSSL}{error}' if error else ''
 
 
+def hand_off_exception(exc):
+    """The ``SAMPLE_ERROR`` entry for an exception caught while reading a
+    sample (call it inside the ``except``: it keeps the traceback of others)."""
+    if isinstance(exc, PSSLError):
+        return f'{_PSSL}{exc}'
+    return f'{_OTHER}{traceback.format_exc()}'
+
+
+def raise_handed_off(error):
+    """Raise one ``SAMPLE_ERROR`` entry again ('' is no error): PSSLError
+    for bad input, RuntimeError with the worker's traceback else."""
+    if error.startswith(_PSSL):
+        raise PSSLError(error[len(_PSSL):])
+    if error:
+        raise RuntimeError(f'reading a training sample failed:\n{error[len(_OTHER):]}')
+
+
 def raise_sample_error(batch):
     """Raise the first error a batch carries from
-    :meth:`WeightedPSSLDataset.__getitem__` (a no-op for other batches):
-    PSSLError for bad input, RuntimeError with the worker's traceback else."""
+    :meth:`WeightedPSSLDataset.__getitem__` (a no-op for other batches)."""
     errors = batch.get(SAMPLE_ERROR) if isinstance(batch, dict) else None
     for error in errors or ():
-        if error.startswith(_PSSL):
-            raise PSSLError(error[len(_PSSL):])
-        if error:
-            raise RuntimeError(f'reading a training sample failed:\n{error[len(_OTHER):]}')
+        raise_handed_off(error)

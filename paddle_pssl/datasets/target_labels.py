@@ -3,24 +3,31 @@
 
 PaddleSeg reads a label PNG as it is: a value at or above ``num_classes``
 (other than the ignore index) ends training in a long traceback from the
-loss (``label value should less than ...``) that names no file, and masks of
-a binary task saved as 0/255 (common in other tools) train and evaluate with
-every object pixel ignored (255 is the ignore index), silently.
+loss (``label value should less than ...``) that names no file; masks saved
+as 0/255 (common in other tools) train and evaluate with every object pixel
+ignored (255 is the ignore index); and a ``num_classes`` above the classes
+the masks hold averages mIoU over classes that score IoU 0. All silently.
 
-:func:`check_target_labels` wraps a dataset's transforms so that each label
-file is read once, as PaddleSeg's ``Compose`` reads it, and checked (one
-``max()``) before the transforms: a bad value stops with one line naming the
-file and the value; 0/255 masks of a two-class task give one warning, naming
-a file. During a run (``hand_off_errors``, see :mod:`paddle_pssl.core.train`)
-the error travels with the batch and is raised in the main thread, as for
-:class:`~paddle_pssl.datasets.pssl.WeightedPSSLDataset`.
+:func:`check_target_labels` wraps each dataset's transforms so that each
+label file is read once, as PaddleSeg's ``Compose`` reads it, and checked
+(one ``max()``) before the transforms: a bad value stops with one line naming
+the file and the value. During a run (``hand_off_errors``, see
+:mod:`paddle_pssl.core.train`) the error travels with the batch and is raised
+in the main thread, as for :class:`~paddle_pssl.datasets.pssl.WeightedPSSLDataset`.
+
+Before the run it also reads the label files of the datasets it is given,
+together, until every class id ``0..num_classes-1`` has been seen
+(:func:`scan_classes`; usually a few files, all of them only when a class is
+missing): a bad value stops there already; masks holding only 0 and 255 warn
+once naming a file, in any task; class ids that occur in no mask get one
+warning line naming them.
 """
 import numpy as np
 
 from ..utils.errors import PSSLError
 from .pssl import SAMPLE_ERROR, SAMPLE_FILE, WeightedPSSLDataset, hand_off_error
 
-__all__ = ['check_target_labels', 'label_problem', 'CheckedLabels']
+__all__ = ['check_target_labels', 'label_problem', 'scan_classes', 'CheckedLabels']
 
 
 def label_problem(label, num_classes, ignore_index):
@@ -44,29 +51,15 @@ def label_problem(label, num_classes, ignore_index):
             f'(ids 0-{num_classes - 1}) and ignore_index {ignore_index}')
 
 
-def _only_0_and_255(label, num_classes, ignore_index):
-    return (num_classes == 2 and ignore_index == 255 and label.ndim == 2 and label.size
-            and int(label.max()) == 255 and not (label == 1).any())
-
-
 class CheckedLabels:
     """A dataset's transforms with the label check in front (see the module
     docstring); everything else is the wrapped transforms'."""
 
     def __init__(self, transforms, dataset):
         self.transforms, self.dataset = transforms, dataset
-        self.warned = False
 
     def __getattr__(self, name):
         return getattr(self.transforms, name)
-
-    def _read(self, path):
-        from PIL import Image
-        try:
-            with Image.open(path) as image:
-                return np.asarray(image), None   # as PaddleSeg's Compose reads it
-        except (OSError, ValueError) as e:
-            return None, f'{path}: cannot read label ({e})'.splitlines()[0]
 
     def __call__(self, data):
         path = data.get('label') if isinstance(data.get('label'), str) else None
@@ -74,15 +67,10 @@ class CheckedLabels:
         error = None
         if path is not None:
             num_classes, ignore = self.dataset.num_classes, self.dataset.ignore_index
-            label, error = self._read(path)
+            label, error = _read_label(path)
             if error is None:
                 problem = label_problem(label, num_classes, ignore)
                 error = f'{path}: {problem}' if problem else None
-            if error is None and not self.warned and _only_0_and_255(label, num_classes, ignore):
-                self.warned = True
-                from paddleseg.utils import logger
-                logger.warning(f'{path}: this two-class mask holds only 0 and 255; 255 is the '
-                               'ignore index, so its object pixels are ignored: save masks as 0/1')
             if error is not None:
                 if not handing_off:
                     raise PSSLError(error)
@@ -106,17 +94,105 @@ def _image_shape(image, error):
     return read.shape[:2]
 
 
-def check_target_labels(dataset):
-    """Put :class:`CheckedLabels` in front of a PaddleSeg dataset's
-    transforms (once); WeightedPSSLDataset checks its own labels, and a
-    dataset without a file list, classes and ignore index is left alone.
-    -> the dataset."""
-    if dataset is None or isinstance(dataset, WeightedPSSLDataset):
-        return dataset
-    if not all(hasattr(dataset, a) for a in ('file_list', 'transforms', 'num_classes',
-                                              'ignore_index')):
-        return dataset
-    if not isinstance(dataset.transforms, CheckedLabels):
-        dataset.transforms = CheckedLabels(dataset.transforms, dataset)
-        dataset.hand_off_errors = False
-    return dataset
+def _read_label(path):
+    """(label array as PaddleSeg's Compose reads it, None) or (None, error line)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image), None
+    except (OSError, ValueError) as e:
+        return None, f'{path}: cannot read label ({e})'.splitlines()[0]
+
+
+def _values(label):
+    if label.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(label.ravel(), minlength=256))
+    return np.unique(label)
+
+
+def _checked(dataset):
+    return all(hasattr(dataset, a) for a in ('file_list', 'transforms', 'num_classes',
+                                             'ignore_index'))
+
+
+def _ids(ids, limit=8):
+    shown = ', '.join(str(i) for i in ids[:limit])
+    return shown + (f', ... {len(ids) - limit} more' if len(ids) > limit else '')
+
+
+def scan_classes(datasets):
+    """Read the label files of ``datasets`` (PaddleSeg datasets of one task
+    that read them as PaddleSeg's ``Dataset`` does) until each class id
+    below ``num_classes`` has been seen; raise PSSLError
+    for a bad file, warn (one line) for 0/255 masks or class ids seen in no
+    file. -> {'read', 'files', 'missing', 'only_0_255', 'seconds'}."""
+    import time
+    from paddleseg.utils import logger
+    from paddleseg.datasets import Dataset
+    # only where the label file is the mask PaddleSeg trains on: ADE20K shifts
+    # its values by -1, PSSLDataset reads .npz files, both in their own __getitem__
+    datasets = [d for d in datasets if d is not None and _checked(d)
+                and type(d).__getitem__ is Dataset.__getitem__]
+    if not datasets:
+        return None
+    num_classes, ignore = int(datasets[0].num_classes), datasets[0].ignore_index
+    t0 = time.time()
+    seen = np.zeros(num_classes, bool)
+    files = [entry[1] for d in datasets for entry in d.file_list
+             if len(entry) > 1 and isinstance(entry[1], str)]
+    read, only_0_255, with_255 = 0, True, None
+    for path in files:
+        label, error = _read_label(path)
+        if error is None:
+            problem = label_problem(label, num_classes, ignore)
+            error = f'{path}: {problem}' if problem else None
+        if error is not None:
+            raise PSSLError(error)
+        read += 1
+        values = _values(label)
+        seen[values[(values >= 0) & (values < num_classes)]] = True
+        if only_0_255:
+            only_0_255 = bool(np.isin(values, (0, 255)).all())
+            if with_255 is None and 255 in values:
+                with_255 = path
+        if seen.all():
+            break
+    missing = [int(i) for i in np.flatnonzero(~seen)] if read else []
+    result = {'read': read, 'files': len(files), 'missing': missing,
+              'only_0_255': bool(read and only_0_255 and with_255 and ignore == 255),
+              'seconds': round(time.time() - t0, 3)}
+    roots = ', '.join(sorted({str(getattr(d, 'dataset_root', '?')) for d in datasets}))
+    modes = {getattr(d, 'mode', '') for d in datasets}
+    which = {'train': 'training', 'val': 'validation'}
+    kind = ' or '.join(which.get(m, m) for m in ('train', 'val') if m in modes) or 'label'
+    if result['only_0_255']:
+        logger.warning(f'{with_255}: the target masks hold only 0 and 255 ({read} read); 255 is '
+                       'the ignore index, so their object pixels are ignored: save each pixel\'s '
+                       f'class id (0-{num_classes - 1}), e.g. 1 for 255 with one object class')
+    elif missing:
+        one = len(missing) == 1
+        fewer = (f'; if the task has {missing[0]} classes, set num_classes: {missing[0]}'
+                 if missing == list(range(missing[0], num_classes)) else '')
+        logger.warning(f"{roots}: class id{'' if one else 's'} {_ids(missing)} of num_classes "
+                       f"{num_classes} occur{'s' if one else ''} in no {kind} mask ({read} read): "
+                       f"mIoU averages over {'it' if one else 'them'} as IoU 0{fewer}")
+    else:
+        logger.info(f'{roots}: all {num_classes} class ids occur in the {kind} masks '
+                    f'({read} of {len(files)} read, {result["seconds"]} s)')
+    return result
+
+
+def check_target_labels(*datasets):
+    """Put :class:`CheckedLabels` in front of each PaddleSeg dataset's
+    transforms (once), then :func:`scan_classes` over all of them together;
+    WeightedPSSLDataset checks its own labels, and a dataset without a file
+    list, classes and ignore index is left alone. -> the dataset (the
+    datasets, when several are given)."""
+    for dataset in datasets:
+        if dataset is None or isinstance(dataset, WeightedPSSLDataset) or not _checked(dataset):
+            continue
+        if not isinstance(dataset.transforms, CheckedLabels):
+            dataset.transforms = CheckedLabels(dataset.transforms, dataset)
+            dataset.hand_off_errors = False
+    scan_classes([d for d in datasets if not isinstance(d, WeightedPSSLDataset)])
+    return datasets[0] if len(datasets) == 1 else datasets

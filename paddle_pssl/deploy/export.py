@@ -4,8 +4,8 @@ import os
 
 import paddle
 import yaml
-from paddleseg.utils import utils
 
+from ..utils.model_fit import load_trained
 from ..utils.io import atomic_write_text
 from .paddle_compat import program_file
 
@@ -33,7 +33,7 @@ def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'
     from ..config.paddleseg import seg_builder
     builder = seg_builder(cfg)
     model = builder.model
-    utils.load_entire_model(model, model_path)
+    load_trained(model, model_path)   # every parameter: an export must not carry a random head
     model.eval()
     net = _WithOutputOp(model, output_op)
     net.eval()
@@ -47,9 +47,11 @@ def export_model(cfg, model_path, save_dir, input_shape=None, output_op='argmax'
     prefix = os.path.join(save_dir, 'model')
     paddle.jit.save(static, prefix)
     val_cfg = cfg.val_dataset_cfg or cfg.train_dataset_cfg
-    transforms = [t for t in val_cfg.get('transforms', [{'type': 'Normalize'}])
-                  if t.get('type') in ('Normalize', 'Resize', 'ResizeByShort',
-                                       'ResizeByLong', 'Padding')]
+    # an export: block (PaddleSeg's older configs) names the deployment transforms itself
+    given = (cfg.dic.get('export') or {}).get('transforms')
+    transforms = given if given is not None else [
+        t for t in val_cfg.get('transforms', [{'type': 'Normalize'}])
+        if t.get('type') in ('Normalize', 'Resize', 'ResizeByShort', 'ResizeByLong', 'Padding')]
     deploy = {'Deploy': {'model': os.path.basename(program_file(prefix)),
                          'params': 'model.pdiparams',
                          'transforms': transforms, 'input_shape': shape,

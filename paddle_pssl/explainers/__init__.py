@@ -20,6 +20,8 @@ name        map                                          default normalize
 =========== ============================================ ===============
 cam         sum_k W[c, k] f_k, upsampled                 relu_max
 gradcam     ReLU(mean_k mean(dS/df_k) f_k), upsampled    relu_max
+            (both: ``scales`` and ``flip``, the mean over
+            resized and mirrored inputs; see :mod:`.cam`)
 smoothgrad  |mean grad over noisy copies|, summed over   percentile (99)
             colour channels (``channel_reduce``)
 intgrad     |(x - 0) * mean grad on the path|, same      percentile (99)
@@ -36,7 +38,7 @@ is in :mod:`paddle_pssl.explainers.interpretdl_shims`.
 import inspect
 
 from .base import NORMALIZERS, Explainer, FeaturePass, ModelRunner, normalize_maps  # noqa: F401
-from .cam import CAMExplainer, GradCAMExplainer  # noqa: F401
+from .cam import CAMExplainer, GradCAMExplainer, check_scales  # noqa: F401
 from .lime import LIMEExplainer  # noqa: F401
 from .smoothgrad import IntegratedGradientsExplainer, SmoothGradExplainer  # noqa: F401
 from .adapters import OcclusionExplainer, ScoreCAMExplainer  # noqa: F401
@@ -124,6 +126,10 @@ def check_explainer_options(explainers, key="explainers"):
             if option in _COUNT_OPTIONS and value is not None and (
                     not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 return f"{where}.{option} {value!r}: must be an integer >= 1"
+            if option == "scales" and value is not None and check_scales(value):
+                return f"{where}.scales {value!r}: {check_scales(value)}"
+            if option == "flip" and not isinstance(value, bool):
+                return f"{where}.flip {value!r}: must be true or false"
     return None
 
 

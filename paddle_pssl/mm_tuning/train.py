@@ -267,7 +267,7 @@ def train_mm(cfg, model, train_dataset, save_dir='output', iters=None, batch_siz
         logger.info(f'[MM] resumed from {resume_model} at iter {start_iter}')
     checkpoints = Checkpoints(save_dir, keep=keep_checkpoint_max)
     if resume_model is None:
-        checkpoints.remove_earlier_run('--resume_model', model_dirs=True)
+        checkpoints.refuse_earlier_run('--resume_model', model_dirs=True)
     log_writer = None
     if use_vdl:
         from visualdl import LogWriter

@@ -14,7 +14,8 @@ import paddle.nn as nn
 from paddleseg.cvlibs import manager
 from paddleseg.utils import logger, utils
 
-from ..classifiers.efficientnet_lite import EFFICIENTNET_LITE_VARIANTS, efficientnet_lite
+from ..classifiers.efficientnet_lite import (EFFICIENTNET_LITE_VARIANTS, efficientnet_lite,
+                                             efficientnet_lite_weights_path)
 from ..classifiers.output_stride import dilate_efficientnet_lite
 
 __all__ = ['EfficientNetLiteBackbone', 'EfficientNetLite0', 'EfficientNetLite1',
@@ -94,6 +95,13 @@ class EfficientNetLiteBackbone(nn.Layer):
         self.train()   # efficientnet_lite() returns eval mode; PaddleSeg switches modes itself
         if source == 'by_shape':
             utils.load_pretrained_model(self, os.fspath(pretrained))
+        elif source in (IMAGENET, 'pth'):
+            # one line, as PaddleSeg's loader says what it loaded (it is not called here)
+            total = len(self.state_dict())
+            loaded = total - (in_channels != 3)   # a new stem convolution starts random
+            what = 'ImageNet parameters' if source == IMAGENET else 'parameters'
+            path = os.fspath(pretrained) if source == 'pth' else efficientnet_lite_weights_path(variant)
+            logger.info(f"EfficientNetLite{variant[-1]}: {loaded}/{total} {what} from {path}")
 
     def forward(self, x):
         x = self._stem_act(self._bn0(self._conv_stem(x)))

@@ -15,6 +15,16 @@ label). The confidence of a pixel is, for 'mean' and 'loo', the (weighted)
 share of the maps that, thresholded the same way, agree with the consensus
 label there; for the EM methods the posterior of the chosen label,
 max(W, 1 - W).
+
+Two options make the mask err towards too little foreground, where the maps'
+coarse blobs spill over the object:
+  ``bias``           raises any rule's cut that fraction of the way from its
+                     value to the map's peak (0: the rule's own cut; the
+                     votes behind the confidence are cut the same way);
+  per classifier     (:func:`per_classifier_label`) each classifier's maps
+                     are combined and cut on their own, and a pixel is object
+                     where at least ``quorum`` of the classifiers say so
+                     (1.0: all of them).
 """
 import numpy as np
 
@@ -48,12 +58,22 @@ def renormalize(saliency, method='none'):
     raise PSSLError(f'unknown renormalize {method!r}; choose one of {RENORMALIZE}')
 
 
-def threshold_value(saliency, method='mean', value=0.5):
+def threshold_value(saliency, method='mean', value=0.5, bias=0.0):
     """The cut for one map. 'fixed': ``value``; 'mean': ``value`` x the map's
     mean (upstream's consensus examples cut at a multiple of the mean);
     'otsu': Otsu's threshold (scikit-image); 'percentile': keep the top
-    ``value`` fraction of pixels; 'posterior': 0.5."""
+    ``value`` fraction of pixels; 'posterior': 0.5. ``bias`` in [0, 1) moves
+    the cut that fraction of the way up to the map's peak."""
     saliency = np.asarray(saliency, dtype=np.float32)
+    cut = _rule_value(saliency, method, value)
+    if bias:
+        peak = float(saliency.max())
+        if peak > cut:
+            cut = cut + float(bias) * (peak - cut)
+    return cut
+
+
+def _rule_value(saliency, method, value):
     if method == 'fixed':
         return float(value)
     if method == 'mean':
@@ -81,14 +101,14 @@ def consensus_map(maps, weights=None, renorm='none'):
     return np.tensordot(weights / weights.sum(), stack, axes=1).astype(np.float32)
 
 
-def pseudo_mask(consensus, method='mean', value=0.5):
+def pseudo_mask(consensus, method='mean', value=0.5, bias=0.0):
     """1 where the consensus is above its threshold."""
-    return (consensus > threshold_value(consensus, method, value)).astype(np.uint8)
+    return (consensus > threshold_value(consensus, method, value, bias)).astype(np.uint8)
 
 
-def agreement_confidence(maps, mask, method='mean', value=0.5, renorm='none'):
+def agreement_confidence(maps, mask, method='mean', value=0.5, renorm='none', bias=0.0):
     """Share of the maps whose own thresholded mask agrees with ``mask``."""
-    votes = np.stack([pseudo_mask(renormalize(m, renorm), method, value) for m in maps])
+    votes = np.stack([pseudo_mask(renormalize(m, renorm), method, value, bias) for m in maps])
     return (votes == mask[None]).mean(axis=0).astype(np.float32)
 
 
@@ -102,15 +122,16 @@ def member_rule(method, value, member_method=None, member_value=None):
 
 
 def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.5,
-                      combine='mean', member_method=None, member_value=None):
+                      combine='mean', member_method=None, member_value=None, bias=0.0):
     """-> (consensus [H, W], mask uint8 [H, W], confidence float32 [H, W]).
 
     ``combine`` is one of METHODS; ``member_method``/``member_value`` the
-    per-map cut for 'staple' (see :func:`member_rule`)."""
+    per-map cut for 'staple' (see :func:`member_rule`); ``bias`` raises the
+    mask's cut (see :func:`threshold_value`)."""
     if combine == 'mean':
         consensus = consensus_map(maps, weights, renorm)
-        mask = pseudo_mask(consensus, method, value)
-        confidence = agreement_confidence(maps, mask, method, value, renorm)
+        mask = pseudo_mask(consensus, method, value, bias)
+        confidence = agreement_confidence(maps, mask, method, value, renorm, bias)
         return consensus, mask, confidence
     if not len(maps):
         raise PSSLError('consensus of no maps')
@@ -123,8 +144,8 @@ def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.
             loo = np.ones(len(stack))
         loo = (loo / loo.sum()).astype(np.float32)
         consensus = np.tensordot(loo, stack, axes=1).astype(np.float32)
-        mask = pseudo_mask(consensus, method, value)
-        votes = np.stack([pseudo_mask(m, method, value) for m in stack])
+        mask = pseudo_mask(consensus, method, value, bias)
+        votes = np.stack([pseudo_mask(m, method, value, bias) for m in stack])
         confidence = np.tensordot(loo, (votes == mask[None]).astype(np.float32), axes=1)
         return consensus, mask, confidence.astype(np.float32)
     if combine not in METHODS:
@@ -137,9 +158,35 @@ def make_pseudo_label(maps, weights=None, renorm='none', method='mean', value=0.
     else:
         votes = np.clip(stack, 0.0, 1.0)
     posterior = consensus_em.staple(votes)[0]
-    mask = pseudo_mask(posterior, method, value)
+    mask = pseudo_mask(posterior, method, value, bias)
     confidence = np.maximum(posterior, 1.0 - posterior).astype(np.float32)
     return posterior, mask, confidence
+
+
+def classifier_of(name):
+    """'<classifier label>/<explainer>' -> the classifier label."""
+    return name.rsplit('/', 1)[0]
+
+
+def per_classifier_label(groups, quorum=0.5, **rule):
+    """A cut per classifier before the consensus. ``groups``: one
+    (maps, weights or None) per classifier; each is made into a mask by
+    :func:`make_pseudo_label` with ``rule``, and a pixel is object where at
+    least ``quorum`` of those masks say so. -> (mean of the classifiers'
+    consensus maps, mask, confidence). A classifier's confidence is its
+    share (or posterior) for its own label, so for the chosen label it is
+    that value where the two agree and 1 minus it elsewhere; the
+    confidence is the mean of these over the classifiers."""
+    if not len(groups):
+        raise PSSLError('consensus of no maps')
+    parts = [make_pseudo_label(maps, weights, **rule) for maps, weights in groups]
+    votes = np.stack([mask for _, mask, _ in parts])
+    # the quorum as a count of classifiers: no float rounding at k / n
+    mask = (votes.sum(axis=0) >= np.ceil(float(quorum) * len(votes) - 1e-9)).astype(np.uint8)
+    consensus = np.mean([c for c, _, _ in parts], axis=0).astype(np.float32)
+    own = np.stack([c for _, _, c in parts])
+    confidence = np.where(votes == mask[None], own, 1.0 - own).mean(axis=0).astype(np.float32)
+    return consensus, mask, confidence
 
 
 # The working resolution. An image whose long side is at most WORK_MAX_SIDE

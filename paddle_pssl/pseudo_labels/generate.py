@@ -44,8 +44,9 @@ from ..utils.errors import PSSLError
 from ..utils.io import image_size, read_image_any
 
 
-def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1.0):
-    """The consensus map scaled to PMM's CAM range [0, 1] (see PMM_NORMALIZE)."""
+def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1.0, bias=0.0):
+    """The consensus map scaled to PMM's CAM range [0, 1] (see PMM_NORMALIZE;
+    'threshold' starts at the mask rule's cut, ``bias`` included)."""
     consensus = np.asarray(consensus, np.float32)
     peak = float(consensus.max())
     if normalize == 'max':
@@ -53,7 +54,7 @@ def consensus_as_cam(consensus, normalize='threshold', threshold='mean', value=1
     elif normalize == 'minmax':
         low = float(consensus.min())
     elif normalize == 'threshold':
-        low = cons.threshold_value(consensus, threshold, value)
+        low = cons.threshold_value(consensus, threshold, value, bias)
     else:
         raise PSSLError(f'consensus.pmm.normalize {normalize!r}; choose one of {PMM_NORMALIZE}')
     if peak <= low:
@@ -224,6 +225,12 @@ class PseudoLabelGenerator:
             c = dict(self.cfg['consensus'])
             if c['postprocess'] != 'pmm':
                 c.pop('pmm')
+            # only when set: stores made before these keys keep their fingerprint
+            if not c['cut_bias']:
+                c.pop('cut_bias')
+            if not c['per_classifier']:
+                c.pop('per_classifier')
+                c.pop('quorum')
             explainers = self.cfg['explainers']
             if isinstance(explainers, (list, tuple)):
                 explainers = {name: {} for name in explainers}
@@ -342,9 +349,17 @@ class PseudoLabelGenerator:
         names = sorted(image_maps)
         weights = None if c['weights'] is None else [c['weights'].get(n.split('/')[-1], 1.0)
                                                       for n in names]
-        consensus, mask, confidence = cons.make_pseudo_label(
-            [image_maps[n] for n in names], weights, c['renormalize'], c['threshold'], c['value'],
-            c['method'], c['member_threshold'], c['member_value'])
+        rule = dict(renorm=c['renormalize'], method=c['threshold'], value=c['value'], combine=c['method'],
+                    member_method=c['member_threshold'], member_value=c['member_value'], bias=c['cut_bias'])
+        if c['per_classifier']:
+            groups = {}
+            for n, w in zip(names, weights or [None] * len(names)):
+                groups.setdefault(cons.classifier_of(n), []).append((image_maps[n], w))
+            consensus, mask, confidence = cons.per_classifier_label(
+                [([m for m, _ in g], None if weights is None else [w for _, w in g]) for g in groups.values()],
+                c['quorum'], **rule)
+        else:
+            consensus, mask, confidence = cons.make_pseudo_label([image_maps[n] for n in names], weights, **rule)
         if c['postprocess'] == 'pmm':
             mask, confidence = self._pmm(image, consensus, item.class_id)
         if self._on_maps is not None:
@@ -371,7 +386,7 @@ class PseudoLabelGenerator:
     def _pmm(self, image, consensus, class_id):
         """PMM on the consensus as the image's one CAM -> (mask, confidence)."""
         c, p = self.cfg['consensus'], self.cfg['consensus']['pmm']
-        cam = consensus_as_cam(consensus, p['normalize'], c['threshold'], c['value'])
+        cam = consensus_as_cam(consensus, p['normalize'], c['threshold'], c['value'], c['cut_bias'])
         label, confidence = pmm_ops.generate_pseudo_mask(
             image, cam[None], [class_id], background_id=store.BACKGROUND, t=p['t'], a=p['a'],
             smooth=p['smooth'], crf_params=self._crf_params, return_confidence=True)

@@ -20,7 +20,8 @@ import numpy as np
 from . import store
 from .writer import STATS_DIR, iter_jsonl
 from ..utils.errors import PSSLError
-from ..utils.io import atomic_write, atomic_write_text, json_default, read_image_bgr
+from ..utils.io import atomic_write, json_default, read_image_bgr
+from ..utils.metrics_json import write_metrics_json
 
 __all__ = ['inspect_store', 'inspect_main', 'image_root_of', 'sheet_size']
 
@@ -384,8 +385,8 @@ def inspect_store(pssl_root, image_root=None, num=16, seed=0, out=None, class_na
     if not ok[0]:
         raise PSSLError(f'{out}: cannot write {SHEET}')
     plot_stats(stats, fg, conf, dict(zip(synsets, display)), os.path.join(out, STATS_PNG))
-    atomic_write_text(os.path.join(out, STATS_JSON),
-                      json.dumps(stats, indent=1, default=json_default))
+    write_metrics_json(os.path.join(out, STATS_JSON),
+                       json.loads(json.dumps(stats, default=json_default)))
     print(summary(stats, out))
     return stats
 

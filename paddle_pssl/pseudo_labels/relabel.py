@@ -88,15 +88,14 @@ def load_model(config_path, model_path, opts=None):
     """(model in eval mode, transforms, class weights of its loss or None,
     the name of its training label space) from a PaddleSeg-schema config and
     weights."""
-    from paddleseg.utils import utils
-
     from ..config import load_config
+    from ..utils.model_fit import load_trained
     if not os.path.isfile(model_path or ''):
         raise PSSLError(f'{model_path}: --model_path file not found')
     cfg = load_config(config_path, opts=opts)
     from ..config.paddleseg import seg_builder
     model = seg_builder(cfg, config_path).model   # fills model.num_classes from the label space
-    utils.load_entire_model(model, model_path)
+    load_trained(model, model_path)   # the trained model itself, every parameter
     model.eval()
     space = (cfg.dic.get('train_dataset') or {}).get('label_space', 'upstream')
     num_classes = cfg.dic['model'].get('num_classes') or store.NUM_CLASSES

@@ -7,13 +7,11 @@ first label, and a later run with other settings is refused with the keys
 that differ, unless it passes ``allow_mixed`` (``--allow_mixed_settings``),
 which adds its settings to the file's ``mixed`` list.
 
-Shard lock (``<root>/locks/shard-<i>-of-<N>.lock``, created with O_EXCL,
-holding pid, host and start time): a second run of the same shard is
-refused. Stale-lock rule: a lock of this host whose pid is not running (or
-is this process's own pid, e.g. a container restarted with the same pids) is
-taken over with a warning; a lock of another host is refused unless
-``break_lock`` (``--break_lock``), since its pid cannot be checked from here.
-An unreadable lock is treated like another host's.
+Shard lock (``<root>/locks/shard-<i>-of-<N>.lock``, a
+:class:`~paddle_pssl.utils.run_lock.RunLock` holding pid, host and start
+time): a second run of the same shard is refused; a stale lock of this host
+is taken over with a warning, another host's only with ``break_lock``
+(``--break_lock``).
 
 Disk errors: an OSError while writing the store (no permission, read-only
 file system, disk full) becomes one PSSLError line naming the file or folder.
@@ -22,11 +20,10 @@ import contextlib
 import hashlib
 import json
 import os
-import socket
-import time
 
 from ..utils.errors import PSSLError
 from ..utils.io import atomic_write_text
+from ..utils.run_lock import RunLock
 
 __all__ = ['FINGERPRINT', 'LOCKS_DIR', 'ShardLock', 'check_fingerprint', 'disk_errors',
            'file_sha256', 'settings_diff']
@@ -128,73 +125,16 @@ def _warn(message):
     logger.warning(message)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True    # exists, another user's
-    return True
-
-
-class ShardLock:
-    """``with ShardLock(root, tag, break_lock):`` holds the shard's lock file."""
+class ShardLock(RunLock):
+    """``with ShardLock(root, tag, break_lock):`` holds the shard's lock file
+    (:class:`~paddle_pssl.utils.run_lock.RunLock`)."""
 
     def __init__(self, root, tag, break_lock=False):
-        self.folder = os.path.join(root, LOCKS_DIR)
-        self.path = os.path.join(self.folder, f'{tag}.lock')
-        self.tag, self.break_lock = tag, break_lock
-        self.me = {'pid': os.getpid(), 'host': socket.gethostname(),
-                   'started': time.strftime('%Y-%m-%d %H:%M:%S')}
-
-    def _create(self):
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, json.dumps(self.me).encode())
-        finally:
-            os.close(fd)
-        return True
-
-    def _holder(self):
-        try:
-            with open(self.path) as f:
-                holder = json.load(f)
-            return holder if {'pid', 'host'} <= set(holder) else None
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError, TypeError):
-            return None
+        self.tag = tag
+        super().__init__(os.path.join(root, LOCKS_DIR, f'{tag}.lock'),
+                         f'{tag} is being written by', break_lock)
 
     def __enter__(self):
         with disk_errors(self.folder):
             os.makedirs(self.folder, exist_ok=True)
-            for _ in range(3):
-                if self._create():
-                    return self
-                holder = self._holder()
-                if holder == {}:
-                    continue   # released meanwhile
-                who = 'an unreadable lock' if holder is None else \
-                    f"pid {holder['pid']} on {holder['host']} since {holder.get('started')}"
-                stale = holder is not None and holder['host'] == self.me['host'] and (
-                    holder['pid'] == self.me['pid'] or not _alive(int(holder['pid'])))
-                if not (stale or self.break_lock):
-                    raise PSSLError(f'{self.path}: {self.tag} is being written by {who}; wait for '
-                                    f'it, or if that run is gone pass --break_lock')
-                _warn(f'{self.path}: taking over the lock of {who}'
-                      + (' (not running)' if stale else ' (--break_lock)'))
-                if self._holder() == holder:    # not replaced by another taker meanwhile
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(self.path)
-        raise PSSLError(f'{self.path}: could not take the lock (other runs keep taking it)')
-
-    def __exit__(self, *exc):
-        # remove only our own lock: one taken over meanwhile is not ours
-        if self._holder() == self.me:
-            with contextlib.suppress(OSError):
-                os.remove(self.path)
-        return False
+            return self.acquire()

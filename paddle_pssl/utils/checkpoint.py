@@ -14,16 +14,21 @@ loop asks for it); folders that do not pass (an empty ``iter_<n>`` from
 PaddleSeg's ``makedirs``, a hand-copied partial one) are ignored by
 keep-last-N and :func:`newest_complete`, and refused by :func:`read_checkpoint`.
 
-A fresh run (one that resumes nothing) first removes the ``iter_<n>``
-folders an earlier run left in its ``save_dir``
-(:meth:`Checkpoints.remove_earlier_run`, one log line), as a PaddleSeg
-re-run into the same folder overwrites its files: otherwise keep-last-N and
-"the newest ``iter_<n>``" would mix the two runs.
+A fresh run (one that resumes nothing) never meets an earlier run's
+``iter_<n>`` folders in its ``save_dir``: the tools claim the folder first
+(:mod:`~paddle_pssl.utils.save_dir`: refused, or deleted with
+``--overwrite``), and :meth:`Checkpoints.refuse_earlier_run` refuses an
+unclaimed one; otherwise keep-last-N and "the newest ``iter_<n>``" would mix
+the two runs.
+
+A checkpoint that cannot be read (a truncated file, a missing one) is named
+with the newest whole checkpoint beside it (:func:`newest_whole`), which
+:func:`read_checkpoint` checks by reading it.
 
 Leftovers of a killed save (staging folders, model files' ``.tmp_*``
 temporaries of :func:`~paddle_pssl.utils.io.atomic_paddle_save`) are removed when a
 :class:`Checkpoints` is next made for that folder. One process writes to a
-``save_dir`` at a time.
+``save_dir`` at a time (the claim's lock).
 """
 import json
 import os
@@ -33,10 +38,14 @@ from collections import namedtuple
 
 from .errors import PSSLError
 from .io import json_default
+# the fit of weights to a model: here for the loops that import them with the checkpoints
+from .model_fit import (first_mismatch, load_trained, require_fit,  # noqa: F401
+                        require_pretrained_fit, strict_model_path)
 
 __all__ = ['Checkpoints', 'Checkpoint', 'PARAMS', 'OPTIMIZER', 'STATE', 'checkpoint_iteration',
-           'is_complete', 'complete_checkpoints', 'newest_complete', 'require_complete',
-           'read_checkpoint', 'first_mismatch', 'require_fit', 'require_pretrained_fit']
+           'is_complete', 'complete_checkpoints', 'newest_complete', 'newest_whole',
+           'require_complete', 'read_checkpoint', 'first_mismatch', 'require_fit',
+           'require_pretrained_fit', 'load_trained', 'strict_model_path']
 
 PARAMS, OPTIMIZER, STATE = 'model.pdparams', 'model.pdopt', 'state.json'
 _NAME = re.compile(r'iter_(\d+)$')
@@ -83,6 +92,47 @@ def newest_complete(save_dir, with_state=False):
     return found[-1][1] if found else None
 
 
+def _read_files(directory, with_state):
+    """(params, optimizer state, state or None) of a checkpoint folder."""
+    from .safe_load import safe_load
+    state = None
+    if with_state:
+        path = os.path.join(directory, STATE)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except ValueError as e:
+            raise PSSLError(f'{path}: not a readable checkpoint state ({e})') from None
+    return (safe_load(os.path.join(directory, PARAMS)),
+            safe_load(os.path.join(directory, OPTIMIZER)), state)
+
+
+def newest_whole(save_dir, with_state=False, besides=None, tries=3):
+    """The newest complete checkpoint of ``save_dir`` (other than
+    ``besides``) whose files read, trying at most ``tries`` from the newest
+    down; None when there is none."""
+    besides = os.path.realpath(besides) if besides else None
+    tried = 0
+    for _, path in reversed(complete_checkpoints(save_dir, with_state)):
+        if os.path.realpath(path) == besides:
+            continue
+        if tried == tries:
+            return None
+        tried += 1
+        try:
+            _read_files(path, with_state)
+        except (PSSLError, OSError):
+            continue
+        return path
+    return None
+
+
+def _beside(directory, with_state):
+    newest = newest_whole(os.path.dirname(directory), with_state, besides=directory)
+    return f'newest whole checkpoint beside it: {newest}' if newest else \
+        'no whole checkpoint beside it'
+
+
 def require_complete(directory, with_state=False, flag='--resume', need_name=False):
     """Raise PSSLError (one line, naming ``directory``) unless it is a complete
     checkpoint; ``need_name``: the loop reads ``n`` from the folder name."""
@@ -93,79 +143,22 @@ def require_complete(directory, with_state=False, flag='--resume', need_name=Fal
         raise PSSLError(f'{directory}: {flag} needs an iter_<n> checkpoint directory')
     missing = _missing(directory, with_state)
     if missing:
-        newest = newest_complete(os.path.dirname(directory), with_state)
         raise PSSLError(f'{directory}: incomplete checkpoint ({", ".join(missing)} missing), '
-                        f'cannot {flag} from it; newest complete one beside it: {newest}')
+                        f'cannot {flag} from it; {_beside(directory, with_state)}')
 
 
 def read_checkpoint(directory, with_state=False, flag='--resume', need_name=False):
     """Load a complete checkpoint -> :data:`Checkpoint` (``state`` is None
-    without ``with_state``; ``iteration`` from the folder name, or None)."""
-    from .safe_load import safe_load
+    without ``with_state``; ``iteration`` from the folder name, or None). A
+    file that does not read is named with the newest whole checkpoint beside it."""
     require_complete(directory, with_state, flag, need_name)
-    state = None
-    if with_state:
-        with open(os.path.join(directory, STATE)) as f:
-            state = json.load(f)
+    try:
+        params, optimizer, state = _read_files(directory, with_state)
+    except PSSLError as e:   # keeps its kind (e.g. UnsafePickleError), one line longer
+        e.args = (f'{e}; cannot {flag} from it; {_beside(os.path.normpath(directory), with_state)}',)
+        raise
     return Checkpoint(os.path.normpath(directory), checkpoint_iteration(directory),
-                      safe_load(os.path.join(directory, PARAMS)),
-                      safe_load(os.path.join(directory, OPTIMIZER)), state)
-
-
-def _shape(value):
-    return list(getattr(value, 'shape', ()))
-
-
-def first_mismatch(file_state, model_state):
-    """The first parameter of ``model_state`` (in the model's order) that
-    ``file_state`` lacks or holds in another shape, as one phrase; None when
-    every one fits."""
-    for key, value in model_state.items():
-        if key not in file_state:
-            first = next(iter(file_state), None)
-            seen = f'; its first is {first} {_shape(file_state[first])}' if first else ''
-            return f'{key} {_shape(value)} is not in the file{seen}'
-        if _shape(file_state[key]) != _shape(value):
-            return f'{key} is {_shape(file_state[key])} in the file, {_shape(value)} in the model'
-    return None
-
-
-def _require_state(path, file_state, flag):
-    if not isinstance(file_state, dict) or not file_state:
-        raise PSSLError(f'{path}: {flag} holds no parameters (not a state dict of a model)')
-
-
-def require_fit(path, file_state, model, flag):
-    """Raise PSSLError naming ``path`` and the first parameter of ``model``
-    that the state dict ``file_state`` lacks or holds in another shape (a
-    checkpoint of another architecture, or of another class count)."""
-    _require_state(path, file_state, flag)
-    problem = first_mismatch(file_state, model.state_dict())
-    if problem:
-        raise PSSLError(f'{path}: {flag} does not fit {type(model).__name__}: {problem}')
-
-
-# below this share of a model's parameters, a load by shape ("pretrained")
-# has loaded almost nothing: a file of another model, not a partial fit
-MIN_PRETRAINED_SHARE = 0.1
-
-
-def require_pretrained_fit(path, file_state, model, flag='pretrained'):
-    """PaddleSeg loads ``pretrained`` weights by shape, skipping (and
-    logging) what does not fit; that stays, but a file that fits fewer than
-    :data:`MIN_PRETRAINED_SHARE` of ``model``'s parameters is refused with
-    one line saying why (for a classifier's weights given as a backbone: the
-    command that converts them). -> the number of parameters that fit."""
-    _require_state(path, file_state, flag)
-    model_state = model.state_dict()
-    fits = sum(1 for k, v in model_state.items()
-               if k in file_state and _shape(file_state[k]) == _shape(v))
-    if fits >= max(1, MIN_PRETRAINED_SHARE * len(model_state)):
-        return fits
-    from ..classifiers.convert import conversion_hint
-    raise PSSLError(f'{path}: as {flag} it fits {fits} of the {len(model_state)} parameters of '
-                    f'{type(model).__name__}, so it would train from random weights; first: '
-                    f'{first_mismatch(file_state, model_state)}{conversion_hint(path, file_state, model)}')
+                      params, optimizer, state)
 
 
 # Where the loops write model files with atomic_paddle_save besides iter_<n>/;
@@ -173,6 +166,63 @@ def require_pretrained_fit(path, file_state, model, flag='pretrained'):
 # (the default ./output) keeps their in-flight files.
 _MODEL_DIRS = ('best_model', 'ema_best_model')
 _MODEL_SUFFIXES = ('.pdparams', '.pdopt')
+
+# ------------------------------------------------ earlier runs in a save_dir
+# What a run writes besides iter_<n>/: PaddleSeg's loop (train.py, M&M) ...
+TRAIN_OUTPUTS = _MODEL_DIRS
+# ... and the classifier loop (tools/train_cls.py)
+CLASSIFIER_OUTPUTS = ('model.pdparams', 'train_cls.json')
+# real path of each save_dir claimed in this process -> nesting depth
+# (:func:`paddle_pssl.utils.save_dir.claim_save_dir` keeps it)
+CLAIMED = {}
+
+
+def is_rank0():
+    # ParallelEnv().rank without importing paddle: what paddle.distributed.launch sets
+    return int(os.environ.get('PADDLE_TRAINER_ID', '0') or 0) == 0
+
+
+def _run_order(name):
+    n = checkpoint_iteration(name)
+    return (0, n, name) if n is not None else (1, 0, name)
+
+
+def earlier_run(save_dir, outputs=TRAIN_OUTPUTS):
+    """Names in ``save_dir`` that a run wrote: ``iter_<n>`` folders (oldest
+    first, complete or not), then the ``outputs`` present."""
+    if not os.path.isdir(save_dir):
+        return []
+    names = [n for n in os.listdir(save_dir)
+             if (_NAME.match(n) and os.path.isdir(os.path.join(save_dir, n))) or n in outputs]
+    return sorted(names, key=_run_order)
+
+
+def shown(names, limit=4):
+    return ', '.join(names[:limit]) + (f', ... {len(names) - limit} more' if len(names) > limit else '')
+
+
+def earlier_run_refusal(save_dir, names, resume=None, resume_flag='--resume_model', with_state=False):
+    """The one line refusing a run into ``save_dir`` that holds ``names``
+    of another run: what is there and the ways on."""
+    if resume is not None:
+        return PSSLError(f'{save_dir}: holds another run ({shown(names)}) than the one '
+                         f'{resume_flag} {resume} continues; choose another --save_dir, or pass '
+                         '--overwrite to delete it')
+    newest = newest_complete(save_dir, with_state)
+    way = f'to continue it pass {resume_flag} {newest}, ' if newest else ''
+    return PSSLError(f'{save_dir}: holds an earlier run ({shown(names)}); {way}to keep it choose '
+                     'another --save_dir, to delete it pass --overwrite')
+
+
+def require_no_earlier_run(save_dir, resume_flag, outputs=TRAIN_OUTPUTS, with_state=False):
+    """For a training loop starting fresh: nothing to do in a claimed
+    ``save_dir`` (its claim decided); elsewhere refuse, as a claim would, a
+    folder holding an earlier run. Nothing is deleted."""
+    if os.path.realpath(save_dir) in CLAIMED or not is_rank0():
+        return
+    names = earlier_run(save_dir, outputs)
+    if names:
+        raise earlier_run_refusal(save_dir, names, None, resume_flag, with_state)
 
 
 def _is_model_temp(path):
@@ -246,35 +296,14 @@ class Checkpoints:
             os.rename(path, doomed)
             _remove_tree(doomed)
 
-    def remove_earlier_run(self, resume_flag, model_dirs=False):
-        """Delete every ``iter_<n>`` folder (and with ``model_dirs``
-        ``best_model``/``ema_best_model``) in ``save_dir`` and say so in one
-        log line naming ``resume_flag``: a fresh run there must not leave an
-        earlier run's checkpoints beside its own, where keep-last-N,
-        ``newest_complete`` and a user looking for the last ``iter_<n>``
-        would take them for this run's. -> the names removed."""
-        removed = []
-        for name in sorted(os.listdir(self.save_dir)):
-            path = os.path.join(self.save_dir, name)
-            if not os.path.isdir(path):
-                continue
-            if _NAME.match(name):
-                doomed = _work_dir(self.save_dir, 'del', checkpoint_iteration(name))
-                os.rename(path, doomed)   # as prune does: no half iter_<n> after a kill
-                _remove_tree(doomed)
-            elif model_dirs and name in _MODEL_DIRS:
-                _remove_tree(path)
-            else:
-                continue
-            removed.append(name)
-        removed.sort(key=lambda n: (checkpoint_iteration(n) is None, checkpoint_iteration(n) or 0, n))
-        if removed:
-            from paddleseg.utils import logger
-            shown = ', '.join(removed[:4]) + (', ...' if len(removed) > 4 else '')
-            logger.warning(f'{self.save_dir}: removed {len(removed)} checkpoint folder(s) of an '
-                           f'earlier run ({shown}); to continue a run instead, pass {resume_flag} '
-                           f'<save_dir>/iter_<n>')
-        return removed
+    def refuse_earlier_run(self, resume_flag, model_dirs=False):
+        """A fresh run: refuse (one line) a ``save_dir`` holding an earlier
+        run's ``iter_<n>`` folders (and with ``model_dirs`` ``best_model``/
+        ``ema_best_model``) unless the tool claimed it
+        (:func:`~paddle_pssl.utils.save_dir.claim_save_dir` decided then).
+        Nothing is deleted here."""
+        require_no_earlier_run(self.save_dir, resume_flag, TRAIN_OUTPUTS if model_dirs else (),
+                               self.with_state)
 
     def remove_leftovers(self):
         """Undo or delete what a killed save left in ``save_dir``."""

@@ -21,6 +21,20 @@ def add_config_args(parser, opts_example):
     return parser
 
 
+def add_save_dir_args(parser):
+    """--overwrite and --break_lock of the training tools (see
+    :mod:`paddle_pssl.utils.save_dir`)."""
+    parser.add_argument('--overwrite', action='store_true',
+                        help='delete the earlier run in save_dir (its iter_<n> checkpoints, best '
+                             'model, VisualDL records) and start afresh; without it such a '
+                             'save_dir is refused')
+    parser.add_argument('--break_lock', action='store_true',
+                        help="take over save_dir's lock (<save_dir>/.run.lock) held by a run on "
+                             'another host; a lock of this host whose process is gone is taken '
+                             'over without it')
+    return parser
+
+
 def run(main, argv=None):
     """Run ``main(argv)``; a bad-input error prints one line and exits 2.
 

@@ -259,7 +259,8 @@ def test_recipe_end_to_end_on_a_tiny_set(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith(
-        'error: output/recipe/compare: 3 finished run(s) of other commands or inputs ('), proc.stderr
+        'error: output/recipe/compare: 3 finished run(s) of other commands or inputs, or not started by a '
+        'compare ('), proc.stderr
     assert '--overwrite' in proc.stderr
     assert before == sorted((p, p.stat().st_mtime_ns) for p in cmp_dir.rglob('*') if p.is_file())
 
@@ -357,13 +358,20 @@ def test_compare_refuses_bad_arguments_in_one_line(tmp_path):
         argv = ['--baseline', base, '--save_dir', str(tmp_path / 'cmp')]
         argv += flags if '--configs' in flags else ['--configs', other, *flags]
         argvs.append(argv)
+    # a run folder no compare started (a hand-run there, say) is kept, not emptied
+    foreign = tmp_path / 'mine' / 'finetune_classifier_backbone' / 'seed_0' / 'iter_5'
+    foreign.mkdir(parents=True)
+    (foreign / 'model.pdparams').write_bytes(b'my run')
+    cases.append(([], 'mine: 1 finished run(s) of other commands or inputs, or not started by a compare '
+                      '(finetune_classifier_backbone_seed0)'))
+    argvs.append(['--baseline', base, '--configs', other, '--seeds', '0', '--save_dir', str(tmp_path / 'mine')])
     proc = subprocess.run([sys.executable, '-c', driver, json.dumps(argvs)], cwd=str(tmp_path),
                           env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=300)
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     for (flags, expected), (code, said) in zip(cases, results):
         lines = [line for line in said.strip().splitlines() if line.startswith('error:')]
         assert code == 2 and len(lines) == 1 and expected in lines[0], (flags, said)
-    assert not (tmp_path / 'cmp').exists()
+    assert not (tmp_path / 'cmp').exists() and (foreign / 'model.pdparams').read_bytes() == b'my run'
 
 
 def test_the_page_runs_every_recipe_config_with_existing_tools():

@@ -25,8 +25,11 @@ named by its config's file name (``{seed}`` left out).
 Running the same command again reuses every finished run whose commands and
 inputs (configs, the files they name: datasets, pre-trained weights) are
 unchanged, and runs the rest; more seeds or arms add runs. A run killed
-before it finished starts again from its first iteration. A finished run of
-other inputs is refused unless ``--overwrite``: its results would be lost.
+before it finished starts again from its first iteration, in its emptied
+folder (so train.py's one-run-per-folder rule does not refuse it). A finished
+run of other inputs, or a run folder that no compare started (no
+``logs/<arm>_seed<s>.log``), is refused unless ``--overwrite``: its results
+would be lost.
 """
 import argparse
 import json
@@ -138,14 +141,15 @@ def compare(args, log=print):
         for name, (_, _, job, _) in jobs.items():
             if job_done(name, job, log_dir):
                 done.append(name)
-            elif _recorded(log_dir, name) not in (None, fingerprint(job)) and \
-                    os.path.exists(job.own_dirs()[0]):
-                stale.append(name)
+            elif os.path.exists(job.own_dirs()[0]) and (
+                    _recorded(log_dir, name) not in (None, fingerprint(job))
+                    or not os.path.exists(os.path.join(log_dir, f'{name}.log'))):
+                stale.append(name)   # finished with other inputs, or not started by a compare
         if stale and not args.overwrite:
             named = ', '.join(stale[:3]) + (f' and {len(stale) - 3} more' if len(stale) > 3 else '')
-            raise PSSLError(f'{args.save_dir}: {len(stale)} finished run(s) of other commands or inputs '
-                            f'({named}); to keep them choose another --save_dir, to run them again '
-                            'pass --overwrite')
+            raise PSSLError(f'{args.save_dir}: {len(stale)} finished run(s) of other commands or inputs, '
+                            f'or not started by a compare ({named}); to keep them choose another '
+                            '--save_dir, to run them again pass --overwrite')
         pending = [n for n in jobs if n not in done]
         log(f'[compare] {len(done)} run(s) reused, {len(pending)} to run'
             + (f": {', '.join(pending)}" if pending else ''))

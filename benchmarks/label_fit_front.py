@@ -25,9 +25,11 @@ Columns: share = mean foreground share of the labels (truth in the header),
 |d share| = mean over images of |label share - true share|, fg IoU pooled
 over the set (intersection sum / union sum), mean per-image fg IoU, label
 mIoU (object class and background, as tools/eval_pseudo_labels.py), CPU s
-per image. The Goal columns (real photos) compare with the default, CAM +
-SmoothGrad 4, loo + Otsu: |mean share - truth| <= 0.05, fg IoU >= +0.05, cost
-<= 2x.
+per image. "default" in the tables is the generator's previous default
+(configs/pseudo_labels/cam_smoothgrad.yml: CAM + SmoothGrad 4, loo + Otsu),
+the goals are stated against: |mean share - truth| <= 0.05,
+fg IoU >= +0.05, cost <= 2x. The generator's default now is the row
+"CAM x0.5-1.5 mirrored | PMM, bias 0.2".
 """
 import argparse
 import json
@@ -392,7 +394,7 @@ def main():
     p.add_argument('--replot', action='store_true', help='tables and plot from <work>/<set>.json only')
     p.add_argument('--check', default=None, metavar='CONFIG',
                    help="also run the generator end to end with this config's explainers and consensus "
-                        "against the default config's, e.g. configs/pseudo_labels/object_fit.yml")
+                        "against the default config's, e.g. configs/pseudo_labels/cam_smoothgrad.yml")
     args = p.parse_args()
     from paddle_pssl.pseudo_labels.generate import PseudoLabelGenerator
     results = []

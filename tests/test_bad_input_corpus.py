@@ -416,16 +416,16 @@ PROBES = [
     # issue 25: evaluation, prediction and export take the trained model, every parameter of it
     ('val_pretraining_checkpoint', 'val', lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights']],
      'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
-     '[1001, 256, 1, 1] in the file, [3, 256, 1, 1] in the model; 198 of 200 parameters fit'),
+     '[4, 256, 1, 1] in the file, [3, 256, 1, 1] in the model; 198 of 200 parameters fit'),
     ('predict_pretraining_checkpoint', 'predict',
      lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights'], '--image_path',
                    os.path.join(d['target_root'], 'images'), '--save_dir', o],
      'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
-     '[1001, 256, 1, 1] in the file'),
+     '[4, 256, 1, 1] in the file'),
     ('export_pretraining_checkpoint', 'export',
      lambda d, o: ['-c', d['target'], '--model_path', d['pretrain_weights'], '--save_dir', o],
      'pretrain_model.pdparams: --model_path does not fit DeepLabV3P: head.decoder.conv.weight is '
-     '[1001, 256, 1, 1] in the file'),
+     '[4, 256, 1, 1] in the file'),
     ('val_other_backbone', 'val', lambda d, o: ['-c', d['lite0'], '--model_path', d['target_weights']],
      'target_model.pdparams: --model_path does not fit DeepLabV3P: backbone._conv_stem.weight [32, 3, 3, 3] '
      'is not in the file'),

@@ -179,7 +179,7 @@ OLD_BENCHMARK = {
          'iters': 60}],
     'classifier_iters': None, 'backbone_classifier': 'resnet18_vd',
     'pseudo_labels': 'configs/benchmark/pseudo_labels.yml', 'pseudo_label_overrides': {},
-    'inits': DEFAULT_INITS, 'baseline': 'b_classifier_backbone', 'ceiling': 'd_exact', 'pairs': None,
+    'inits': DEFAULT_INITS, 'baseline': 'b_classifier_backbone', 'ceiling': None, 'pairs': None,
     'report_name': 'results',
     'pretrain': {'config': 'configs/benchmark/pretrain_pssl.yml', 'iters': 80, 'batch_size': 8,
                  'seeds': [0, 1, 2, 3, 4]},

@@ -178,15 +178,19 @@ def test_real_masked_photos_load_with_their_imagenet_classes(tmp_path):
                                  for i, a in enumerate(voc) for b in voc[i + 1:])
 
 
-def test_object_fit_config_is_the_default_with_its_maps_and_cut_changed():
+def test_previous_default_config_is_the_default_with_its_maps_and_cut_changed():
     from paddle_pssl.config import load_yaml
     from paddle_pssl.explainers import check_explainer_options
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    fit = validate('generator', load_yaml(os.path.join(root, 'configs', 'pseudo_labels', 'object_fit.yml')))
-    default = validate('generator', load_yaml(os.path.join(root, 'configs', 'pseudo_labels',
-                                                           'imagenet_efficientnet_lite.yml')))
+    previous = validate('generator', load_yaml(
+        os.path.join(root, 'configs', 'pseudo_labels', 'cam_smoothgrad.yml')))
+    fit = validate('generator', load_yaml(os.path.join(root, 'configs', 'pseudo_labels',
+                                                       'imagenet_efficientnet_lite.yml')))
     assert check_explainer_options(fit['explainers']) is None
-    assert set(fit['explainers']) == {'cam', 'gradcam'}   # the default's SmoothGrad is replaced, not kept
+    assert set(fit['explainers']) == {'cam', 'gradcam'}   # no SmoothGrad in the default
+    assert set(previous['explainers']) == {'cam', 'smoothgrad'}   # _inherited_: false
+    assert fit['consensus']['postprocess'] == 'pmm' and previous['consensus']['postprocess'] == 'none'
+    default = previous
     assert {k for k in fit if fit[k] != default[k]} == {'explainers', 'consensus'}
     assert {k for k in fit['consensus'] if fit['consensus'][k] != default['consensus'][k]} == \
         {'cut_bias', 'postprocess'}

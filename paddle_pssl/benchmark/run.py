@@ -93,6 +93,8 @@ class Benchmark:
         self.finetuned_early = set()   # fine-tuning jobs already run beside the classifiers
         self.inits = [dict(row, init=row.get('init', 'pretrained')) for row in self.cfg['inits']]
         keys = [row['key'] for row in self.inits]
+        if self.cfg['ceiling'] is None and 'd_exact' in keys:
+            self.cfg['ceiling'] = 'd_exact'
         for role in ('baseline', 'ceiling'):
             if self.cfg[role] not in keys and not (role == 'ceiling' and self.cfg[role] is None):
                 raise PSSLError(f"benchmark config: {role} {self.cfg[role]!r} is not a row of inits "

@@ -133,7 +133,7 @@ def main():
                            f'output.pssl_root=output/labels{count}',
                            f'classifiers=[{{name: {net}, label: mine, weights: weights.pdparams, '
                            'num_classes: 3, input_size: 224, output_stride: 16}]')
-    rates['3 labels, CAM + SmoothGrad 4 (per image)'] = rate((4, labels(4)), (16, labels(16)))
+    rates['3 labels, the default settings (per image)'] = rate((4, labels(4)), (16, labels(16)))
     shutil.copytree(os.path.join(w, 'output/labels16'), os.path.join(w, out_root, 'labels'))
 
     def train(config, iters, name, *opts):

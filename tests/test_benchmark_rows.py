@@ -115,9 +115,24 @@ def test_dose_response_generator_variants_are_what_they_say():
         start = load_yaml(os.path.join(repo, spec['config'])) if spec.get('config') else base
         return set(merge_dicts(start, spec.get('overrides') or {})['explainers'])
 
-    assert {key: explainers(key) for key in ('cam_only', 'previous_default', 'c_pssl_class_weighted')} == {
+    keys = ('cam_only', 'previous_default', 'cam_smoothgrad', 'c_pssl_class_weighted')
+    assert {key: explainers(key) for key in keys} == {
         'cam_only': {'cam', 'gradcam'}, 'previous_default': {'cam', 'gradcam', 'smoothgrad', 'lime'},
-        'c_pssl_class_weighted': {'cam', 'smoothgrad'}}
+        'cam_smoothgrad': {'cam', 'smoothgrad'}, 'c_pssl_class_weighted': {'cam', 'gradcam'}}
+
+    def consensus(key):
+        spec = rows[key]['labels']
+        start = load_yaml(os.path.join(repo, spec['config'])) if spec.get('config') else base
+        return merge_dicts(start, spec.get('overrides') or {})['consensus']
+
+    # the variants are the settings they name, not the default's raised cut and PMM on top
+    for key in ('cam_only', 'previous_default', 'cam_smoothgrad'):
+        assert (consensus(key)['cut_bias'], consensus(key)['postprocess']) == (0.0, 'none'), key
+    assert (consensus('c_pssl_class_weighted')['cut_bias'], consensus('c_pssl_class_weighted')['postprocess']) \
+        == (0.2, 'pmm')
+    # the default's multi-scale CAM does not leak into a variant's plain CAM
+    assert all('scales' not in (load_yaml(os.path.join(repo, rows[k]['labels']['config']))['explainers']['cam'])
+               for k in ('cam_only', 'cam_smoothgrad'))
 
 
 def test_dose_response_point_labels_do_not_overlap():

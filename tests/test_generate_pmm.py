@@ -133,7 +133,8 @@ def test_pmm_configs_parse():
     puf = load_config(os.path.join(REPO, 'configs', 'pmm', 'pretrain_pssl_puf.yml'))
     loss = puf.dic['loss']['types'][0]
     assert loss['type'] == 'PUFCrossEntropyLoss' and loss['background_weight'] == 0.1
-    assert puf.dic['model']['num_classes'] == 1001
+    # the benchmark's compact space: the builder takes num_classes from the store
+    assert puf.dic['train_dataset']['label_space'] == 'compact' and 'num_classes' not in puf.dic['model']
     cycle = load_config(os.path.join(REPO, 'configs', 'pmm', 'pretrain_pssl_cycle.yml'))
     assert cycle.dic['train_dataset']['type'] == 'WeightedPSSLDataset'
     assert cycle.dic['loss']['types'][0]['type'] == 'PSSLCrossEntropyLoss'

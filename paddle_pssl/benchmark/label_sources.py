@@ -197,3 +197,15 @@ def build_store(root, spec, source, seed=0):
         shutil.rmtree(root)
     write_mask_store(root, items, names, masks, dict(wanted, **facts))
     return facts
+
+
+def chance_quality(items, gt_root, seed=0):
+    """{miou, fg_iou} of a random mask with each image's true foreground
+    share, against the exact masks: the table's chance row."""
+    rng = np.random.default_rng(seed)
+    chance = IoUCounter()
+    for item in items:
+        gt = read_gt_mask(gt_path(gt_root, item.rel))
+        chance.add(rng.uniform(size=gt.shape) < gt.mean(), gt, item.class_id)
+    result = chance.result()
+    return {'miou': result['miou'], 'fg_iou': result['fg_iou']}

@@ -331,3 +331,18 @@ def append_extension(out_dir, name, table):
     results.setdefault('extensions', {})[name] = table
     atomic_write_text(path, json.dumps(results, indent=1, default=str))
     atomic_write_text(os.path.join(out_dir, 'results.md'), _md(results))
+
+
+def read_examples(path, image_root, explainers):
+    """[(image path, {explainer: map}, label mask, exact mask)] of the label
+    shard's saved examples (``<shard>.examples.npz``; [] when there is none)."""
+    examples = []
+    if not os.path.isfile(path):
+        return examples
+    saved = np.load(path)
+    n = 0
+    while f'{n}_maps' in saved:
+        examples.append((os.path.join(image_root, str(saved[f'{n}_rel'])),
+                         dict(zip(explainers, saved[f'{n}_maps'])), saved[f'{n}_mask'], saved[f'{n}_gt']))
+        n += 1
+    return examples

@@ -32,52 +32,15 @@ import os
 import shutil
 import time
 
-import numpy as np
 
 from ..config import load_yaml, merge_dicts, validate
-from ..pseudo_labels.evaluate import IoUCounter, evaluate_store, gt_path, read_gt_mask
+from ..pseudo_labels.evaluate import IoUCounter, evaluate_store
 from ..utils.errors import PSSLError
 from .common import config_path, scaled, source_id, write_yaml
 from .jobs import Job, folder_lock, job_done, run_jobs, tool
-
-
-
-
-def collect_runs(metrics, baseline):
-    """{row: mean, std, runs, and its paired difference to ``baseline``} from
-    {(row, seed): metrics.json path}."""
-    from .stats import paired_difference
-    runs = {}
-    for (key, seed), path in sorted(metrics.items(), key=lambda kv: kv[0][1]):
-        with open(path) as f:
-            runs.setdefault(key, []).append(dict(json.load(f), seed=seed))
-    out = {key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
-                 'miou_std': float(np.std([r['miou'] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
-                 'runs': rs} for key, rs in runs.items()}
-    if baseline in out:
-        base = {r['seed']: r['miou'] for r in out[baseline]['runs']}
-        for key, row in out.items():
-            if key != baseline:
-                seeds = [r['seed'] for r in row['runs'] if r['seed'] in base]
-                row['paired'] = paired_difference(
-                    [r['miou'] for r in row['runs'] if r['seed'] in base], [base[s] for s in seeds])
-    return out
-
-
-def pair_rows(finetune, pairs):
-    """[{rows: [x, y], and x - y paired by seed}] for each pair of rows of
-    ``finetune`` (:func:`collect_runs`); pairs with a missing row are left out."""
-    from .stats import paired_difference
-    out = []
-    for x, y in pairs:
-        if x not in finetune or y not in finetune:
-            continue
-        ys = {r['seed']: r['miou'] for r in finetune[y]['runs']}
-        xs = [r for r in finetune[x]['runs'] if r['seed'] in ys]
-        if xs:
-            out.append(dict(paired_difference([r['miou'] for r in xs], [ys[r['seed']] for r in xs]),
-                            rows=[x, y]))
-    return out
+from .label_sources import chance_quality
+from .report import read_examples
+from .stats import collect_runs, pair_rows
 
 
 class Benchmark:
@@ -249,31 +212,18 @@ class Benchmark:
         rule = validate('generator', gen_cfg, cfg_path)['consensus']
         gt_root = self.source['gt_root']
         store_quality = evaluate_store(self.label_root, gt_root)
-        # chance: a random mask with each image's true foreground share
-        rng = np.random.default_rng(0)
-        chance = IoUCounter()
-        items, _ = list_source(self.source['image_root'], None, self.source['synsets'])
-        for item in items:
-            gt = read_gt_mask(gt_path(gt_root, item.rel))
-            chance.add(rng.uniform(size=gt.shape) < gt.mean(), gt, item.class_id)
+        chance = chance_quality(list_source(self.source['image_root'], None, self.source['synsets'])[0],
+                                gt_root)
         self.results['pseudo_labels'] = {
             'rule': [rule['threshold'], rule['value']], 'method': rule['method'],
             'written': written, 'explainers_not_applicable': dropped,
             'by_group': {k: {'miou': v.result()['miou'], 'fg_iou': v.result()['fg_iou']}
                          for k, v in counters.items()},
             'store': {'miou': store_quality['miou'], 'fg_iou': store_quality['fg_iou']},
-            'chance': {'miou': chance.result()['miou'], 'fg_iou': chance.result()['fg_iou']}}
-        self.examples = []
-        examples_path = scores[0][:-5] + '.examples.npz'
-        if os.path.isfile(examples_path):
-            saved = np.load(examples_path)
-            explainers = sorted(k.split(' ', 1)[1] for k in counters if k.startswith('explainer '))
-            n = 0
-            while f'{n}_maps' in saved:
-                self.examples.append((os.path.join(self.source['image_root'], str(saved[f'{n}_rel'])),
-                                      dict(zip(explainers, saved[f'{n}_maps'])), saved[f'{n}_mask'],
-                                      saved[f'{n}_gt']))
-                n += 1
+            'chance': chance}
+        self.examples = read_examples(
+            scores[0][:-5] + '.examples.npz', self.source['image_root'],
+            sorted(k.split(' ', 1)[1] for k in counters if k.startswith('explainer ')))
 
     # 4 ---------------------------------------------------------------
     def backbone_init(self):

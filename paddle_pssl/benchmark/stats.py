@@ -6,7 +6,11 @@ Student's t on the differences (``scipy.stats.t``), or a bootstrap over the
 seeds (``scipy.stats.bootstrap``, BCa). A difference is claimed only when its
 interval excludes zero. The dose-response slope is an ordinary least-squares
 fit (``scipy.stats.linregress``) with a t interval on n - 2 degrees of freedom.
+:func:`collect_runs` and :func:`pair_rows` turn the fine-tuning runs' metrics
+into the rows and pairs of the benchmark's report.
 """
+import json
+
 import numpy as np
 
 
@@ -61,3 +65,38 @@ def fmt_difference(d, digits=3):
         return f"{d['mean']:+.{digits}f} (one seed)"
     return (f"{d['mean']:+.{digits}f} ± {d['std']:.{digits}f} "
             f"[{d['low']:+.{digits}f}, {d['high']:+.{digits}f}]")
+
+
+def collect_runs(metrics, baseline):
+    """{row: mean, std, runs, and its paired difference to ``baseline``} from
+    {(row, seed): metrics.json path}."""
+    runs = {}
+    for (key, seed), path in sorted(metrics.items(), key=lambda kv: kv[0][1]):
+        with open(path) as f:
+            runs.setdefault(key, []).append(dict(json.load(f), seed=seed))
+    out = {key: {'miou_mean': float(np.mean([r['miou'] for r in rs])),
+                 'miou_std': float(np.std([r['miou'] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
+                 'runs': rs} for key, rs in runs.items()}
+    if baseline in out:
+        base = {r['seed']: r['miou'] for r in out[baseline]['runs']}
+        for key, row in out.items():
+            if key != baseline:
+                seeds = [r['seed'] for r in row['runs'] if r['seed'] in base]
+                row['paired'] = paired_difference(
+                    [r['miou'] for r in row['runs'] if r['seed'] in base], [base[s] for s in seeds])
+    return out
+
+
+def pair_rows(finetune, pairs):
+    """[{rows: [x, y], and x - y paired by seed}] for each pair of rows of
+    ``finetune`` (:func:`collect_runs`); pairs with a missing row are left out."""
+    out = []
+    for x, y in pairs:
+        if x not in finetune or y not in finetune:
+            continue
+        ys = {r['seed']: r['miou'] for r in finetune[y]['runs']}
+        xs = [r for r in finetune[x]['runs'] if r['seed'] in ys]
+        if xs:
+            out.append(dict(paired_difference([r['miou'] for r in xs], [ys[r['seed']] for r in xs]),
+                            rows=[x, y]))
+    return out

@@ -132,7 +132,7 @@ def table(report):
 def compare(args, log=print):
     """Run (or reuse) every run of :func:`plan`; -> the report, also written
     to ``<save_dir>/compare.json`` and ``compare.md``."""
-    from .run import collect_runs
+    from .stats import collect_runs
     names, jobs = plan(args)
     log_dir = os.path.join(args.save_dir, 'logs')
     os.makedirs(log_dir, exist_ok=True)

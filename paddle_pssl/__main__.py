@@ -22,6 +22,7 @@ TOOLS = {
     'relabel': ('paddle_pssl.pseudo_labels.relabel', 'relabel_main'),
     'infer': ('paddle_pssl.deploy.infer', 'infer_main'),
     'benchmark': ('paddle_pssl.benchmark.cli', 'benchmark_main'),
+    'compare': ('paddle_pssl.benchmark.compare', 'compare_main'),
     'inspect': ('paddle_pssl.pseudo_labels.inspect', 'inspect_main'),
     'convert_cls': ('paddle_pssl.classifiers.convert', 'convert_main'),
 }

@@ -36,14 +36,18 @@ OUTPUT_FLAGS = ('--save_dir', '--save_root', '--save_json')
 class Job(list):
     """A job: argv lists run one after another in one worker slot. ``outputs``
     are the files and folders it writes besides those named by
-    ``--save_dir``/``--save_root``/``--save_json`` (e.g. a shared label store)."""
+    ``--save_dir``/``--save_root``/``--save_json`` (e.g. a shared label store).
+    ``inputs`` are further files and folders whose content decides its result
+    (e.g. those a config names by a relative path)."""
 
-    def __init__(self, commands, outputs=()):
+    def __init__(self, commands, outputs=(), inputs=()):
         super().__init__(commands)
         self.outputs = [os.path.abspath(p) for p in outputs]
+        self.inputs = [os.path.abspath(p) for p in inputs]
 
     def __add__(self, other):
-        return Job(list(self) + list(other), self.outputs + list(getattr(other, 'outputs', [])))
+        return Job(list(self) + list(other), self.outputs + list(getattr(other, 'outputs', [])),
+                   self.inputs + list(getattr(other, 'inputs', [])))
 
     def _flagged(self, flags):
         return [os.path.abspath(v) for argv in self for f, v in zip(argv, argv[1:]) if f in flags]
@@ -66,10 +70,37 @@ def _digest_file(path, h):
             h.update(block)
 
 
+_DIGESTS = {}   # (path, mtime, size) -> sha256: jobs sharing one input read it once
+
+
+def _input_digest(path, outputs):
+    """sha256 of a file, or of a folder's files of the ``HASHED`` kinds (with
+    their relative paths), ``outputs`` left out."""
+    def one(file):
+        st = os.stat(file)
+        key = (file, st.st_mtime_ns, st.st_size)
+        if key not in _DIGESTS:
+            h = hashlib.sha256()
+            _digest_file(file, h)
+            _DIGESTS[key] = h.hexdigest()
+        return _DIGESTS[key]
+    if not os.path.isdir(path):
+        return one(path)
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not _under(os.path.join(root, d), outputs))
+        for name in sorted(files):
+            if name.endswith(HASHED):
+                h.update(os.path.relpath(os.path.join(root, name), path).encode())
+                h.update(one(os.path.join(root, name)).encode())
+    return h.hexdigest()
+
+
 def fingerprint(job):
     """Digest of a job's commands and of the content of every data, label,
     weight and config file they name, directly or as an absolute path inside a
-    YAML config they pass (followed through ``_base_``), its own outputs aside."""
+    YAML config they pass (followed through ``_base_``), and of its ``inputs``,
+    its own outputs aside."""
     outputs = job.all_outputs()
     h = hashlib.sha256(json.dumps(list(job)).encode())
     seen = set()
@@ -112,6 +143,10 @@ def fingerprint(job):
             if arg.endswith(HASHED) or os.path.isabs(arg):
                 if os.path.exists(path):
                     add(path)
+    for path in getattr(job, 'inputs', ()):
+        if path not in seen and not _under(path, outputs) and os.path.exists(path):
+            seen.add(path)
+            h.update(f'input {path} {_input_digest(path, outputs)}'.encode())
     return h.hexdigest()
 
 
@@ -132,16 +167,17 @@ def job_done(name, job, log_dir):
 
 
 @contextlib.contextmanager
-def folder_lock(folder):
+def folder_lock(folder, flag='--out', what='benchmark'):
     """Hold ``folder/.benchmark.lock`` for one run: a second run into the same
-    folder would rebuild the data under the first one's jobs, so it is refused."""
+    folder would rebuild the data under the first one's jobs, so it is refused
+    (``flag`` names the option that chose the folder)."""
     handle = open(os.path.join(folder, '.benchmark.lock'), 'a')
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise PSSLError(f'{folder}: another benchmark run is using this folder; '
-                        'wait for it to end, or choose another --out') from None
+        raise PSSLError(f'{folder}: another {what} run is using this folder; '
+                        f'wait for it to end, or choose another {flag}') from None
     try:
         yield
     finally:

@@ -150,6 +150,11 @@ def _build_model(cfg, num_classes, path):
         raise PSSLError(f'{path}: model.name {name!r}: {one_line(e)}')
     if load_path:
         _load_by_shape(clf.model, load_path, clf.fc_layer)
+    elif weights is None:   # an EfficientNet-Lite: say where its start comes from
+        from ..classifiers import efficientnet_lite_weights_path
+        _log(f'model.weights null: {name} starts from the ImageNet-1k weights of '
+             f'{efficientnet_lite_weights_path(name)}'
+             + ('' if num_classes == 1000 else f', its classifier layer random ({num_classes} classes)'))
     return clf
 
 

@@ -15,7 +15,9 @@ A reader that fails hands its error over in the batch (``SAMPLE_ERROR``, as
 :mod:`paddle_pssl.datasets.pssl` does): an exception inside a Paddle
 DataLoader reader can leave the main process waiting forever.
 """
+import contextlib
 import random
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from typing import List
@@ -113,12 +115,29 @@ def _seed_worker(seed, worker_id):
     cv2.setRNGSeed(state & 0x7fffffff)
 
 
+@contextlib.contextmanager
 def _loader(dataset, batch_sampler, loader_cfg, seed):
+    """``with _loader(...) as batches``: the loader's batches; on leaving, its
+    reader thread and processes are stopped and the thread joined.
+
+    Shim for paddle.io.DataLoader (2.6 and 3.3): its iterator stops only when
+    it is collected, and at the end of an epoch only signals its reader
+    thread. A loader forked while another loader's thread frees or allocates
+    host memory copies the allocator's statistics lock held, and the new
+    readers wait on it forever; a traceback that keeps a loader alive (an
+    error raised while reading) is enough."""
     workers = int(loader_cfg['num_workers'])
-    return paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
-                                use_shared_memory=bool(loader_cfg['use_shared_memory']),
-                                worker_init_fn=partial(_seed_worker, seed) if workers else None,
-                                return_list=True)
+    it = iter(paddle.io.DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                                   use_shared_memory=bool(loader_cfg['use_shared_memory']),
+                                   worker_init_fn=partial(_seed_worker, seed) if workers else None,
+                                   return_list=True))
+    try:
+        yield it
+    finally:
+        getattr(it, '_try_shutdown_all', lambda: None)()
+        thread = getattr(it, '_thread', None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
 
 
 def _numpy(batch):
@@ -169,16 +188,17 @@ def load_classification_set(image_root, read_size, file_list=None, synsets=None,
     loader_cfg = loader_cfg or {'num_workers': 0, 'use_shared_memory': False}
     check = _Images(listed, 'check', read_size)
     bad = []
-    for batch in _loader(check, _in_order(len(listed), EVAL_BATCH), loader_cfg, 0):
-        for index, error in zip(batch['index'].numpy(), batch[SAMPLE_ERROR]):
-            if not error:
-                continue
-            try:
-                raise_handed_off(error)
-            except PSSLError:
-                if on_bad_image == 'raise':
-                    raise
-                bad.append(int(index))
+    with _loader(check, _in_order(len(listed), EVAL_BATCH), loader_cfg, 0) as batches:
+        for batch in batches:
+            for index, error in zip(batch['index'].numpy(), batch[SAMPLE_ERROR]):
+                if not error:
+                    continue
+                try:
+                    raise_handed_off(error)
+                except PSSLError:
+                    if on_bad_image == 'raise':
+                        raise
+                    bad.append(int(index))
     if len(bad) == len(listed):
         raise PSSLError(f'{image_root}: none of the {len(items)} images could be read')
     kept = np.setdiff1d(np.arange(len(listed)), np.array(bad, np.int64))
@@ -200,16 +220,21 @@ def train_batches(data, batch_size, seed, start, iters, augment, loader_cfg):
 
     plan = _Plan(iters - start, keys)
     dataset = _Images(data, 'train', out_size, seed, augment)
-    for batch in _loader(dataset, plan, loader_cfg, seed):
-        yield _numpy(batch)
+    with _loader(dataset, plan, loader_cfg, seed) as batches:
+        for batch in batches:
+            yield _numpy(batch)
 
 
 def eval_batches(data, size, loader_cfg, batch_size=EVAL_BATCH):
     """Yield ``(uint8 [B, size, size, 3] RGB stretched, labels)`` in order."""
     dataset = _Images(data, 'eval', size)
-    for batch in _loader(dataset, _in_order(len(data), batch_size), loader_cfg, 0):
-        batch = _numpy(batch)
-        yield batch['image'], batch['label']
+    # in this process: evaluation runs while the training loader's thread
+    # is alive, and forking readers then can copy its allocator lock held
+    single = {'num_workers': 0, 'use_shared_memory': False}
+    with _loader(dataset, _in_order(len(data), batch_size), single, 0) as batches:
+        for batch in batches:
+            batch = _numpy(batch)
+            yield batch['image'], batch['label']
 
 
 def split_train_val(labels, val_fraction, seed):

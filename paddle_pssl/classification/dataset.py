@@ -36,6 +36,7 @@ __all__ = ['ClassificationSet', 'load_classification_set', 'split_train_val',
            'batch_indices', 'augment_image', 'iteration_rng', 'train_batches', 'eval_batches']
 
 EVAL_BATCH = 64
+IN_PROCESS = {'num_workers': 0, 'use_shared_memory': False}   # a loader without readers
 
 
 @dataclass
@@ -185,7 +186,7 @@ def load_classification_set(image_root, read_size, file_list=None, synsets=None,
     listed = ClassificationSet([it.image_path for it in items],
                                np.array([it.class_id for it in items], np.int64),
                                [it.rel for it in items], list(class_names))
-    loader_cfg = loader_cfg or {'num_workers': 0, 'use_shared_memory': False}
+    loader_cfg = loader_cfg or IN_PROCESS
     check = _Images(listed, 'check', read_size)
     bad = []
     with _loader(check, _in_order(len(listed), EVAL_BATCH), loader_cfg, 0) as batches:
@@ -225,13 +226,12 @@ def train_batches(data, batch_size, seed, start, iters, augment, loader_cfg):
             yield _numpy(batch)
 
 
-def eval_batches(data, size, loader_cfg, batch_size=EVAL_BATCH):
-    """Yield ``(uint8 [B, size, size, 3] RGB stretched, labels)`` in order."""
+def eval_batches(data, size, batch_size=EVAL_BATCH):
+    """Yield ``(uint8 [B, size, size, 3] RGB stretched, labels)`` in order,
+    read in this process: evaluation runs while the training loader's thread
+    is alive, and readers forked then can copy its allocator lock held."""
     dataset = _Images(data, 'eval', size)
-    # in this process: evaluation runs while the training loader's thread
-    # is alive, and forking readers then can copy its allocator lock held
-    single = {'num_workers': 0, 'use_shared_memory': False}
-    with _loader(dataset, _in_order(len(data), batch_size), single, 0) as batches:
+    with _loader(dataset, _in_order(len(data), batch_size), IN_PROCESS, 0) as batches:
         for batch in batches:
             batch = _numpy(batch)
             yield batch['image'], batch['label']

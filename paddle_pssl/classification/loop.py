@@ -258,7 +258,7 @@ class _Training:
         if not len(subset):
             return None
         return self.fns.evaluate_accuracy(
-            self.clf, eval_batches(subset, self.input_size, self.loader_cfg))
+            self.clf, eval_batches(subset, self.input_size))
 
     def finish(self, train_seconds, writer, resume):
         """Final weights, val and train accuracy, ``train_cls.json``; -> the result."""
